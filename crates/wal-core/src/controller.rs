@@ -1,0 +1,408 @@
+//! The controller: one task owns the store, drains the op list into
+//! group-commit batches, and completes replies in Lsn order.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tracing::{debug, debug_span, warn, Instrument};
+
+use crate::{
+    store::{FailureSignal, ReadLimit, StoreState},
+    Error, Lsn, Record, RecordKind, Result, WalStore,
+};
+
+/// A write: records with consecutive Lsns that must land in one store call.
+pub(crate) struct WriteOp {
+    pub records: Vec<Record>,
+    pub reply: oneshot::Sender<Result<Lsn>>,
+    /// Queue budget, returned when the op is done.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+pub(crate) enum Op {
+    Write(WriteOp),
+    Read {
+        from: Lsn,
+        limit: ReadLimit,
+        reply: oneshot::Sender<Result<Vec<Record>>>,
+    },
+    Truncate {
+        after: Lsn,
+        marker: Lsn,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Trim {
+        before: Lsn,
+        reply: oneshot::Sender<Result<Lsn>>,
+    },
+    Sync {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// A committed checkpoint: its begin marker and its commit marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Lsn of the begin marker. The checkpoint covers every data entry below it.
+    pub begin: Lsn,
+    /// Lsn of the commit marker.
+    pub commit: Lsn,
+}
+
+/// Checkpoint bookkeeping, updated as markers become durable (and during the
+/// open scan, by the same code).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CheckpointTracker {
+    pub committed: Option<CheckpointInfo>,
+    /// Begin marker of a checkpoint that has neither committed nor aborted.
+    pub open: Option<Lsn>,
+}
+
+impl CheckpointTracker {
+    /// Feeds one durable record; returns the begin Lsn of a checkpoint that
+    /// this record committed.
+    pub fn observe(&mut self, r: &Record) -> Result<Option<Lsn>> {
+        match r.kind {
+            RecordKind::CheckpointBegin => self.open = Some(r.lsn),
+            RecordKind::CheckpointCommit => {
+                let begin = r.marker_target()?;
+                if self.open == Some(begin) {
+                    self.open = None;
+                    self.committed = Some(CheckpointInfo {
+                        begin,
+                        commit: r.lsn,
+                    });
+                    return Ok(Some(begin));
+                }
+            }
+            RecordKind::CheckpointAbort if self.open == Some(r.marker_target()?) => {
+                self.open = None;
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// The lowest Lsn that recovery may still need.
+    fn keep_from(&self) -> Option<Lsn> {
+        match (self.committed.map(|c| c.begin), self.open) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// State shared between the handles and the controller.
+pub(crate) struct Status {
+    /// Every record at or below this Lsn is durable.
+    pub durable: watch::Sender<Lsn>,
+    /// Set once: the poisoning error, or `Closed`.
+    pub fault: watch::Sender<Option<Error>>,
+    pub state: Mutex<StoreState>,
+}
+
+impl Status {
+    pub fn new(state: StoreState) -> Status {
+        Status {
+            durable: watch::Sender::new(state.last_lsn.unwrap_or(Lsn::ZERO)),
+            fault: watch::Sender::new(None),
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn fault(&self) -> Option<Error> {
+        self.fault.borrow().clone()
+    }
+
+    /// The error every op gets once the Wal is poisoned or closed.
+    pub fn terminal_error(&self) -> Error {
+        self.fault().unwrap_or(Error::Closed)
+    }
+
+    pub fn store_state(&self) -> StoreState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_state(&self, s: StoreState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    fn set_fault(&self, e: Error) {
+        self.fault.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(e);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub(crate) struct Controller<S> {
+    pub store: S,
+    pub rx: mpsc::UnboundedReceiver<Op>,
+    pub status: Arc<Status>,
+    pub checkpoints: CheckpointTracker,
+    pub failure: Option<FailureSignal>,
+    pub max_batch_bytes: usize,
+    pub max_batch_records: usize,
+}
+
+impl<S: WalStore> Controller<S> {
+    pub async fn run(mut self) {
+        // Garbage left by a crash between a checkpoint commit and its cleanup.
+        if let Some(cp) = self.checkpoints.committed {
+            self.remove_before(cp.begin).await;
+        }
+        let mut carry: Option<Op> = None;
+        loop {
+            let op = match carry.take() {
+                Some(op) => op,
+                None => match self.next_op().await {
+                    Some(op) => op,
+                    None => break,
+                },
+            };
+            match op {
+                Op::Write(first) => {
+                    let mut batch = vec![first];
+                    carry = self.fill_batch(&mut batch);
+                    self.commit_batch(batch).await;
+                }
+                Op::Close { reply } => {
+                    let r = self.close().await;
+                    let _ = reply.send(r);
+                    return;
+                }
+                other => self.execute(other).await,
+            }
+        }
+        // Every handle is gone: close quietly.
+        let _ = self.close().await;
+    }
+
+    /// Waits for the next op, or poisons the Wal if the store reports that it
+    /// lost the right to write.
+    async fn next_op(&mut self) -> Option<Op> {
+        match self.failure.as_mut() {
+            None => self.rx.recv().await,
+            Some(signal) => {
+                tokio::select! {
+                    biased;
+                    op = self.rx.recv() => op,
+                    e = signal => {
+                        self.failure = None;
+                        self.poison(e);
+                        self.rx.recv().await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes queued writes into `batch` up to the caps; returns the first op
+    /// that does not belong in it.
+    fn fill_batch(&mut self, batch: &mut Vec<WriteOp>) -> Option<Op> {
+        let mut bytes: usize = batch.iter().map(write_bytes).sum();
+        let mut records: usize = batch.iter().map(|w| w.records.len()).sum();
+        loop {
+            match self.rx.try_recv() {
+                Ok(Op::Write(w)) => {
+                    let (b, n) = (write_bytes(&w), w.records.len());
+                    if bytes + b > self.max_batch_bytes || records + n > self.max_batch_records {
+                        return Some(Op::Write(w));
+                    }
+                    bytes += b;
+                    records += n;
+                    batch.push(w);
+                }
+                Ok(other) => return Some(other),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    async fn commit_batch(&mut self, batch: Vec<WriteOp>) {
+        if let Some(e) = self.status.fault() {
+            for w in batch {
+                let _ = w.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let count: usize = batch.iter().map(|w| w.records.len()).sum();
+        let mut records = Vec::with_capacity(count);
+        let mut replies = Vec::with_capacity(batch.len());
+        for w in batch {
+            let last = w.records.last().map(|r| r.lsn).unwrap_or_default();
+            records.extend(w.records);
+            replies.push((w.reply, last, w.permit));
+        }
+        let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
+        let span = debug_span!(
+            "wal_batch",
+            records = records.len(),
+            bytes,
+            ops = replies.len()
+        );
+        let started = Instant::now();
+        let result = self.store.append(&records).instrument(span).await;
+        let micros = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(()) => {
+                debug!(records = records.len(), bytes, micros, "batch durable");
+                let mut committed = None;
+                for r in &records {
+                    match self.checkpoints.observe(r) {
+                        Ok(Some(begin)) => committed = Some(begin),
+                        Ok(None) => {}
+                        Err(e) => warn!(error = %e, "malformed checkpoint marker"),
+                    }
+                }
+                if let Some(last) = records.last() {
+                    let mut s = self.status.store_state();
+                    s.first_lsn = s.first_lsn.or(records.first().map(|r| r.lsn));
+                    s.last_lsn = Some(last.lsn);
+                    self.status.set_state(s);
+                    self.status.durable.send_replace(last.lsn);
+                }
+                for (reply, lsn, _permit) in replies {
+                    let _ = reply.send(Ok(lsn));
+                }
+                if let Some(begin) = committed {
+                    // The new checkpoint supersedes everything below its begin.
+                    self.remove_before(begin).await;
+                }
+            }
+            Err(e) => {
+                let e = self.poison(e);
+                for (reply, _, _) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn execute(&mut self, op: Op) {
+        if let Some(e) = self.status.fault() {
+            fail(op, e);
+            return;
+        }
+        match op {
+            Op::Write(_) | Op::Close { .. } => unreachable!("handled by run"),
+            Op::Read { from, limit, reply } => {
+                // A failed read changes nothing, so it does not poison.
+                let _ = reply.send(self.store.read_from(from, limit).await);
+            }
+            Op::Sync { reply } => {
+                let r = self.store.sync().await.map_err(|e| self.poison(e));
+                let _ = reply.send(r);
+            }
+            Op::Trim { before, reply } => {
+                let mut point = before;
+                if let Some(keep) = self.checkpoints.keep_from() {
+                    point = point.min(keep);
+                }
+                // Keep the last record: it carries the Lsn high-water mark.
+                if let Some(last) = self.status.store_state().last_lsn {
+                    point = point.min(last);
+                }
+                self.remove_before(point).await;
+                let _ = reply.send(match self.status.fault() {
+                    Some(e) => Err(e),
+                    None => Ok(point),
+                });
+            }
+            Op::Truncate {
+                after,
+                marker,
+                reply,
+            } => {
+                let _ = reply.send(self.truncate(after, marker).await);
+            }
+        }
+    }
+
+    async fn truncate(&mut self, after: Lsn, marker: Lsn) -> Result<()> {
+        if let Some(cp) = self.checkpoints.committed {
+            if after < cp.commit {
+                return Err(Error::TruncateBelowCheckpoint {
+                    requested: after,
+                    commit: cp.commit,
+                });
+            }
+        }
+        let state = self
+            .store
+            .truncate_after(after)
+            .await
+            .map_err(|e| self.poison(e))?;
+        self.status.set_state(state);
+        if self.checkpoints.open.is_some_and(|b| b > after) {
+            self.checkpoints.open = None;
+        }
+        // Persist the Lsn high-water mark so a reopened log never reuses the
+        // Lsns that were cut.
+        let rec = Record::marker(marker, RecordKind::Truncated, after);
+        self.store
+            .append(std::slice::from_ref(&rec))
+            .await
+            .map_err(|e| self.poison(e))?;
+        let mut s = self.status.store_state();
+        s.first_lsn = s.first_lsn.or(Some(marker));
+        s.last_lsn = Some(marker);
+        self.status.set_state(s);
+        self.status.durable.send_replace(marker);
+        debug!(%after, "log truncated");
+        Ok(())
+    }
+
+    async fn remove_before(&mut self, lsn: Lsn) {
+        match self.store.remove_before(lsn).await {
+            Ok(state) => {
+                debug!(%lsn, first = ?state.first_lsn, "removed records below");
+                self.status.set_state(state);
+            }
+            Err(e) => {
+                self.poison(e);
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let r = self.store.close().await;
+        self.status.set_fault(Error::Closed);
+        self.rx.close();
+        while let Ok(op) = self.rx.try_recv() {
+            fail(op, self.status.terminal_error());
+        }
+        r
+    }
+
+    fn poison(&self, cause: Error) -> Error {
+        warn!(error = %cause, "wal poisoned");
+        self.status.set_fault(cause.poisoned());
+        self.status.terminal_error()
+    }
+}
+
+fn write_bytes(w: &WriteOp) -> usize {
+    w.records.iter().map(|r| r.payload.len()).sum()
+}
+
+fn fail(op: Op, e: Error) {
+    match op {
+        Op::Write(w) => drop(w.reply.send(Err(e))),
+        Op::Read { reply, .. } => drop(reply.send(Err(e))),
+        Op::Trim { reply, .. } => drop(reply.send(Err(e))),
+        Op::Truncate { reply, .. } | Op::Sync { reply } | Op::Close { reply } => {
+            drop(reply.send(Err(e)))
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The one public error type.
+
+use std::{fmt, io, path::PathBuf, sync::Arc};
+
+use crate::Lsn;
+
+/// Where corruption was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// A byte offset in a file.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset from the start of the file.
+        offset: u64,
+    },
+    /// A key in a key-value store.
+    Key(String),
+    /// A record, by Lsn.
+    Lsn(Lsn),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File { path, offset } => write!(f, "{} at offset {}", path.display(), offset),
+            Location::Key(k) => write!(f, "key {k:?}"),
+            Location::Lsn(l) => write!(f, "lsn {l}"),
+        }
+    }
+}
+
+/// Every error the WAL and its backends report. Match on the variant to decide
+/// what to do; the message is for humans.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This writer lost ownership of the log (its lease expired or another
+    /// writer took over). Nothing it sends lands any more.
+    #[error("fenced: this writer no longer owns the log ({reason})")]
+    Fenced {
+        /// What happened.
+        reason: String,
+    },
+    /// Another owner holds the log.
+    #[error("the log is locked by another owner ({holder})")]
+    Locked {
+        /// Who holds it, as far as the backend can tell.
+        holder: String,
+    },
+    /// Stored data failed a checksum or structure check.
+    #[error("corrupt log: {location}: {why}")]
+    Corrupt {
+        /// Where.
+        location: Location,
+        /// What is wrong.
+        why: String,
+    },
+    /// An entry (or an atomic batch) is larger than the configured maximum.
+    /// Nothing was written.
+    #[error("entry of {size} bytes exceeds the limit of {max} bytes")]
+    EntryTooLarge {
+        /// Size of the rejected entry or batch, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// An earlier write, sync or ownership check failed; the Wal accepts
+    /// nothing more. Reopen it to recover.
+    #[error("the wal is poisoned by an earlier failure: {cause}")]
+    Poisoned {
+        /// The failure that poisoned the Wal.
+        cause: Arc<Error>,
+    },
+    /// The Wal was closed.
+    #[error("the wal is closed")]
+    Closed,
+    /// Only one checkpoint may be open at a time.
+    #[error("a checkpoint is already in progress")]
+    CheckpointInProgress,
+    /// `truncate_after` would remove the commit marker of the last committed
+    /// checkpoint, and the checkpoint it would fall back to is already gone.
+    #[error("cannot truncate after {requested}: the last committed checkpoint's commit marker is at {commit}")]
+    TruncateBelowCheckpoint {
+        /// The requested cut point.
+        requested: Lsn,
+        /// The commit marker's Lsn.
+        commit: Lsn,
+    },
+    /// A transient backend failure (e.g. etcd unreachable). The operation's
+    /// outcome is known not to have happened, unless stated otherwise.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The caller passed something the backend cannot accept.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An I/O error from the operating system.
+    #[error("i/o error: {0}")]
+    Io(#[source] Arc<io::Error>),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
+
+impl Error {
+    /// The failure behind a [`Error::Poisoned`], or this error itself.
+    pub fn root_cause(&self) -> &Error {
+        match self {
+            Error::Poisoned { cause } => cause.root_cause(),
+            e => e,
+        }
+    }
+
+    /// True if this writer lost ownership (directly or as the poisoning cause).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self.root_cause(), Error::Fenced { .. })
+    }
+
+    /// Wraps this error as the cause of a poisoned Wal (without nesting).
+    pub fn poisoned(self) -> Error {
+        match self {
+            e @ Error::Poisoned { .. } => e,
+            e => Error::Poisoned { cause: Arc::new(e) },
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,54 @@
+//! # wal-core
+//!
+//! A write-ahead log with pluggable storage backends. Applications append
+//! opaque entries, checkpoint their state from time to time, and after a crash
+//! get back exactly the last committed checkpoint plus every acknowledged entry
+//! after it.
+//!
+//! - [`Wal`]: the handle. `append` returns once the entry is durable; `submit`
+//!   pipelines; `append_batch` is atomic; [`Checkpoint`] is the checkpoint
+//!   transaction.
+//! - The controller: one task owns the store. Callers' operations queue on a
+//!   channel (the op list); the task drains what is queued into one batch,
+//!   makes it durable with one store call (one write and one fdatasync on the
+//!   file backend), then completes the callers in Lsn order. While a batch is
+//!   being made durable the next one accumulates: that is group commit.
+//! - [`WalStore`]: what a backend implements (seven methods); [`MemStore`] is
+//!   the in-memory one.
+//! - [`Recovery`]: the stream [`Wal::open`] returns.
+//!
+//! ## Recovery contract
+//! On open, the recovery stream yields the entries of the last committed
+//! checkpoint in Lsn order, then every data entry with an Lsn above that
+//! checkpoint's begin marker, in Lsn order. Entries of aborted or unfinished
+//! checkpoints never appear. With no committed checkpoint it yields every data
+//! entry. After any failed write the Wal is poisoned: every later operation
+//! fails with [`Error::Poisoned`] and nothing is written after the hole.
+//!
+//! ## Testkit
+//! With the `testkit` feature, [`testkit`] holds the conformance suite every
+//! backend runs, and [`conformance_tests!`] expands to one `#[tokio::test]`
+//! per check.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod checkpoint;
+mod controller;
+mod error;
+mod lsn;
+mod mem;
+mod options;
+mod record;
+mod recovery;
+mod store;
+mod wal;
+
+pub use checkpoint::Checkpoint;
+pub use controller::CheckpointInfo;
+pub use error::{Error, Location, Result};
+pub use lsn::Lsn;
+pub use mem::{MemFault, MemStore};
+pub use options::WalOptions;
+pub use record::{Entry, EntryKind, Record, RecordKind};
+pub use recovery::Recovery;
+pub use store::{FailureSignal, ReadLimit, StoreState, WalStore};
+pub use wal::{Completion, Wal};

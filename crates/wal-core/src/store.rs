@@ -1,0 +1,136 @@
+//! The backend contract.
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use crate::{Error, Lsn, Record, Result};
+
+/// What a store holds, as reported by [`WalStore::open`] and after removals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreState {
+    /// The first stored record, or `None` if the store is empty.
+    pub first_lsn: Option<Lsn>,
+    /// The last stored record, or `None` if the store is empty.
+    pub last_lsn: Option<Lsn>,
+}
+
+/// Bounds on one [`WalStore::read_from`] call. A store returns at least one
+/// record if any exists at or after the start, even if that record alone
+/// exceeds `max_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// At most this many records.
+    pub max_records: usize,
+    /// Stop adding records once their payloads reach this many bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for ReadLimit {
+    fn default() -> Self {
+        ReadLimit {
+            max_records: 1024,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A future that resolves if the store loses its ability to write (e.g. an
+/// etcd lease expired). See [`WalStore::failure_signal`].
+pub type FailureSignal = BoxFuture<'static, Error>;
+
+/// A storage backend: an ordered, durable sequence of [`Record`]s owned by one
+/// writer.
+///
+/// The [`Wal`](crate::Wal) drives a store from a single task, so methods take
+/// `&mut self` and are never called concurrently. Backends store records
+/// opaquely: they never interpret checkpoints.
+///
+/// Contract (checked by [`testkit`](crate#testkit)):
+/// - [`open`](Self::open) claims exclusive ownership, or fails with
+///   [`Error::Locked`]; every other method is called only after a successful open.
+/// - [`append`](Self::append) receives records with strictly increasing Lsns,
+///   all above every stored Lsn. When it returns `Ok`, all of them are durable;
+///   after a crash, all or none of one call's records are found.
+/// - Any error from a mutating method may leave the store in an unknown state;
+///   the Wal stops using the store after it.
+#[async_trait]
+pub trait WalStore: Send + Sync + 'static {
+    /// Claims exclusive ownership, repairs what the format allows (a torn
+    /// tail), and reports what is stored.
+    async fn open(&mut self) -> Result<StoreState>;
+
+    /// The largest payload one record may carry, in bytes.
+    fn max_payload_bytes(&self) -> usize;
+
+    /// The largest total payload one `append` call may carry, in bytes. The
+    /// Wal never builds a larger group-commit batch, and refuses an atomic
+    /// batch above it with [`Error::EntryTooLarge`].
+    fn max_append_bytes(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Durably appends `records`, atomically.
+    async fn append(&mut self, records: &[Record]) -> Result<()>;
+
+    /// Makes everything appended so far durable, for stores configured not to
+    /// sync on every append. The default does nothing.
+    async fn sync(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Reads records with Lsn >= `from`, in order, within `limit`. An empty
+    /// result means there is nothing at or after `from`.
+    async fn read_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>>;
+
+    /// Removes records below `lsn`. The store may keep more (whole segments);
+    /// it never removes a record at or above `lsn`.
+    async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState>;
+
+    /// Durably removes every record above `lsn`.
+    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState>;
+
+    /// Flushes and releases ownership. The store is not used afterwards.
+    async fn close(&mut self) -> Result<()>;
+
+    /// Called once after [`open`](Self::open): a future that resolves with the
+    /// reason if the store loses the right to write on its own (e.g. a lease
+    /// lapsed). The Wal then poisons itself with that error. The default never
+    /// fires.
+    fn failure_signal(&mut self) -> Option<FailureSignal> {
+        None
+    }
+}
+
+#[async_trait]
+impl<S: WalStore + ?Sized> WalStore for Box<S> {
+    async fn open(&mut self) -> Result<StoreState> {
+        (**self).open().await
+    }
+    fn max_payload_bytes(&self) -> usize {
+        (**self).max_payload_bytes()
+    }
+    fn max_append_bytes(&self) -> usize {
+        (**self).max_append_bytes()
+    }
+    async fn append(&mut self, records: &[Record]) -> Result<()> {
+        (**self).append(records).await
+    }
+    async fn sync(&mut self) -> Result<()> {
+        (**self).sync().await
+    }
+    async fn read_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        (**self).read_from(from, limit).await
+    }
+    async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState> {
+        (**self).remove_before(lsn).await
+    }
+    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
+        (**self).truncate_after(lsn).await
+    }
+    async fn close(&mut self) -> Result<()> {
+        (**self).close().await
+    }
+    fn failure_signal(&mut self) -> Option<FailureSignal> {
+        (**self).failure_signal()
+    }
+}

@@ -1,0 +1,467 @@
+//! The `Wal` handle.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use tokio::{
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
+
+use crate::{
+    controller::{Controller, Op, Status, WriteOp},
+    recovery::{self, Recovery},
+    store::ReadLimit,
+    Checkpoint, Entry, Error, Lsn, Record, RecordKind, Result, WalOptions, WalStore,
+};
+
+/// A write-ahead log. Cheap to clone; every clone talks to the same
+/// controller task, which owns the store.
+///
+/// ```
+/// use futures::StreamExt;
+/// use wal_core::{EntryKind, MemStore, Wal, WalOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> wal_core::Result<()> {
+/// let store = MemStore::new();
+/// let (wal, mut recovery) = Wal::open(store.clone(), WalOptions::default()).await?;
+/// assert!(recovery.next().await.is_none()); // a new log recovers nothing
+///
+/// let lsn = wal.append(b"put a=1".to_vec()).await?; // durable when it returns
+/// let mut cp = wal.begin_checkpoint().await?;
+/// cp.append(b"state: a=1".to_vec()).await?;
+/// wal.append(b"put b=2".to_vec()).await?; // appends go on during a checkpoint
+/// cp.commit().await?;
+/// wal.close().await?;
+///
+/// // After a restart: the checkpoint, then the data entries after its begin.
+/// let (_wal, recovery) = Wal::open(store, WalOptions::default()).await?;
+/// let entries: Vec<_> = recovery.map(|e| e.unwrap()).collect().await;
+/// assert_eq!(entries[0].kind, EntryKind::Checkpoint);
+/// assert_eq!(&entries[0].payload[..], b"state: a=1");
+/// assert_eq!(&entries[1].payload[..], b"put b=2");
+/// assert_eq!(entries.len(), 2);
+/// # let _ = lsn;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Wal {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    /// Lsn assignment and sending happen under one lock, so channel order is
+    /// Lsn order.
+    submit: Mutex<Submitter>,
+    queue: Arc<Semaphore>,
+    queue_cap: usize,
+    pub(crate) status: Arc<Status>,
+    pub(crate) checkpoint_open: AtomicBool,
+    max_entry_bytes: usize,
+    max_append_bytes: usize,
+    pub(crate) read_limit: ReadLimit,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Submitter {
+    next_lsn: Lsn,
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+/// Resolves to the Lsn once the submitted entry is durable. Completions
+/// resolve in Lsn order.
+#[must_use = "a completion does nothing unless awaited; drop it to not wait"]
+pub struct Completion {
+    rx: oneshot::Receiver<Result<Lsn>>,
+    status: Arc<Status>,
+}
+
+impl Future for Completion {
+    type Output = Result<Lsn>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
+            Ok(r) => r,
+            Err(_) => Err(self.status.terminal_error()),
+        })
+    }
+}
+
+impl Wal {
+    /// Opens the log on `store`: claims it, scans it, and starts the
+    /// controller task (on the current tokio runtime).
+    ///
+    /// The returned [`Recovery`] streams what the recovery contract promises:
+    /// the entries of the last committed checkpoint, then every data entry
+    /// after that checkpoint's begin marker. New appends may start at once;
+    /// they are not part of the recovery stream.
+    pub async fn open<S: WalStore>(mut store: S, options: WalOptions) -> Result<(Wal, Recovery)> {
+        let state = store.open().await?;
+        let read_limit = ReadLimit {
+            max_records: options.read_chunk_records.max(1),
+            max_bytes: options.read_chunk_bytes.max(1),
+        };
+        let checkpoints = match recovery::scan(&mut store, state, read_limit).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = store.close().await;
+                return Err(e);
+            }
+        };
+        let end = state.last_lsn;
+        let failure = store.failure_signal();
+        let max_append_bytes = store.max_append_bytes();
+        let max_entry_bytes = options
+            .max_entry_bytes
+            .min(store.max_payload_bytes())
+            .min(max_append_bytes);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(Status::new(state));
+        let controller = Controller {
+            store,
+            rx,
+            status: status.clone(),
+            checkpoints,
+            failure,
+            max_batch_bytes: options.max_batch_bytes.min(max_append_bytes).max(1),
+            max_batch_records: options.max_batch_records.max(1),
+        };
+        let task = tokio::spawn(controller.run());
+        let queue_cap = options.max_queued_bytes.clamp(1, u32::MAX as usize);
+        let wal = Wal {
+            inner: Arc::new(Inner {
+                submit: Mutex::new(Submitter {
+                    next_lsn: end.unwrap_or(Lsn::ZERO).next(),
+                    tx,
+                }),
+                queue: Arc::new(Semaphore::new(queue_cap)),
+                queue_cap,
+                status,
+                checkpoint_open: AtomicBool::new(false),
+                max_entry_bytes,
+                max_append_bytes,
+                read_limit,
+                task: Mutex::new(Some(task)),
+            }),
+        };
+        let recovery = Recovery::new(wal.clone(), checkpoints.committed, end);
+        Ok((wal, recovery))
+    }
+
+    /// Appends one data entry and returns its Lsn once it is durable.
+    pub async fn append(&self, payload: impl Into<Bytes>) -> Result<Lsn> {
+        self.submit(payload).await?.1.await
+    }
+
+    /// Queues one data entry and returns its Lsn at once, with a future that
+    /// resolves when it is durable. Use it to pipeline many appends from one
+    /// task. Waits only if the queue is full (backpressure).
+    pub async fn submit(&self, payload: impl Into<Bytes>) -> Result<(Lsn, Completion)> {
+        let payload = payload.into();
+        self.check_entry_size(&payload)?;
+        self.enqueue(vec![(RecordKind::Data, payload)]).await
+    }
+
+    /// Appends entries atomically: after a crash all or none of them are
+    /// recovered. Returns their Lsns (consecutive) once durable.
+    pub async fn append_batch<I, P>(&self, payloads: I) -> Result<Vec<Lsn>>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Bytes>,
+    {
+        let mut items = Vec::new();
+        let mut total = 0usize;
+        for p in payloads {
+            let p = p.into();
+            self.check_entry_size(&p)?;
+            total += p.len();
+            items.push((RecordKind::Data, p));
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        if total > self.inner.max_append_bytes {
+            return Err(Error::EntryTooLarge {
+                size: total,
+                max: self.inner.max_append_bytes,
+            });
+        }
+        let n = items.len() as u64;
+        let (last, done) = self.enqueue(items).await?;
+        done.await?;
+        Ok((last.get() + 1 - n..=last.get()).map(Lsn).collect())
+    }
+
+    /// Every record at or below this Lsn is durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        *self.inner.status.durable.borrow()
+    }
+
+    /// The first stored Lsn, if any (trimming may leave more than asked).
+    pub fn first_lsn(&self) -> Option<Lsn> {
+        self.inner.status.store_state().first_lsn
+    }
+
+    /// The last durable Lsn, if any. It may be a checkpoint marker.
+    pub fn last_lsn(&self) -> Option<Lsn> {
+        self.inner.status.store_state().last_lsn
+    }
+
+    /// Opens a checkpoint. Only one may be open at a time
+    /// ([`Error::CheckpointInProgress`]); data appends go on meanwhile.
+    pub async fn begin_checkpoint(&self) -> Result<Checkpoint> {
+        self.health()?;
+        if self
+            .inner
+            .checkpoint_open
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::CheckpointInProgress);
+        }
+        match self.enqueue_now(vec![(RecordKind::CheckpointBegin, Bytes::new())], None) {
+            Ok((begin, done)) => Ok(Checkpoint::new(self.clone(), begin, done)),
+            Err(e) => {
+                self.inner.checkpoint_open.store(false, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the data or checkpoint entry at `lsn`, if it is stored.
+    pub async fn read(&self, lsn: Lsn) -> Result<Option<Entry>> {
+        let limit = ReadLimit {
+            max_records: 1,
+            max_bytes: 1,
+        };
+        let records = self.read_chunk(lsn, limit).await?;
+        Ok(records
+            .into_iter()
+            .next()
+            .filter(|r| r.lsn == lsn)
+            .and_then(Record::into_entry))
+    }
+
+    /// Streams the stored data and checkpoint entries from `lsn` on, in Lsn
+    /// order, up to the end of the log at the time each chunk is read.
+    /// Checkpoint markers are skipped; entries of aborted checkpoints are
+    /// included (this is the raw log, not the recovery view).
+    pub fn read_from(&self, lsn: Lsn) -> BoxStream<'static, Result<Entry>> {
+        recovery::entries(recovery::records(self.clone(), lsn, None, false))
+    }
+
+    /// Like [`read_from`](Self::read_from), but waits for new entries at the
+    /// end instead of ending. Ends with an error when the Wal is closed or
+    /// poisoned.
+    pub fn tail(&self, lsn: Lsn) -> BoxStream<'static, Result<Entry>> {
+        recovery::entries(recovery::records(self.clone(), lsn, None, true))
+    }
+
+    /// Durably removes every record after `lsn`. Later appends still get new
+    /// Lsns: the cut Lsns are never reused. Refused with
+    /// [`Error::TruncateBelowCheckpoint`] if it would cut the last committed
+    /// checkpoint, and with [`Error::CheckpointInProgress`] while one is open.
+    pub async fn truncate_after(&self, lsn: Lsn) -> Result<()> {
+        if self.inner.checkpoint_open.load(Ordering::Acquire) {
+            return Err(Error::CheckpointInProgress);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.send_with_lsn(|marker| Op::Truncate {
+            after: lsn,
+            marker,
+            reply,
+        })?;
+        self.await_reply(rx).await
+    }
+
+    /// Asks the store to drop records below `lsn`, never below what recovery
+    /// needs (it clamps to the last committed checkpoint's begin, an open
+    /// checkpoint, and the last record). Returns the clamped point. The store
+    /// may keep more.
+    pub async fn trim_before(&self, lsn: Lsn) -> Result<Lsn> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Trim { before: lsn, reply })?;
+        self.await_reply(rx).await
+    }
+
+    /// Makes everything appended so far durable (for stores that do not sync
+    /// every batch).
+    pub async fn sync(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Sync { reply })?;
+        self.await_reply(rx).await
+    }
+
+    /// Drains queued operations, closes the store and stops the controller.
+    /// Later calls get [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Close { reply })?;
+        let r = self.await_reply(rx).await;
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        r
+    }
+
+    /// Resolves when the Wal stops accepting operations: with the poisoning
+    /// error (e.g. [`Error::Fenced`] when an etcd lease is lost), or with
+    /// [`Error::Closed`].
+    pub async fn failed(&self) -> Error {
+        let mut rx = self.inner.status.fault.subscribe();
+        let r = rx.wait_for(Option::is_some).await;
+        match r {
+            Ok(f) => f.clone().unwrap_or(Error::Closed),
+            Err(_) => Error::Closed,
+        }
+    }
+
+    /// Simulates a crash: stops the controller at once, without closing the
+    /// store, aborting an open checkpoint or finishing queued operations.
+    /// Only what was durable survives. For tests.
+    #[cfg(feature = "testkit")]
+    pub async fn simulate_crash(self) {
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    // ---- internals ----
+
+    fn health(&self) -> Result<()> {
+        match self.inner.status.fault() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn check_entry_size(&self, payload: &Bytes) -> Result<()> {
+        if payload.len() > self.inner.max_entry_bytes {
+            return Err(Error::EntryTooLarge {
+                size: payload.len(),
+                max: self.inner.max_entry_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for queue budget, then assigns Lsns and queues the records as
+    /// one atomic write. Returns the last Lsn.
+    pub(crate) async fn enqueue(
+        &self,
+        items: Vec<(RecordKind, Bytes)>,
+    ) -> Result<(Lsn, Completion)> {
+        self.health()?;
+        let bytes: usize = items.iter().map(|(_, p)| p.len()).sum();
+        let permits = bytes.clamp(1, self.inner.queue_cap) as u32;
+        let permit = self
+            .inner
+            .queue
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.enqueue_now(items, Some(permit))
+    }
+
+    /// Queues without waiting for budget (for small markers, and from `Drop`).
+    pub(crate) fn enqueue_now(
+        &self,
+        items: Vec<(RecordKind, Bytes)>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(Lsn, Completion)> {
+        let (reply, rx) = oneshot::channel();
+        let last = self.send_with_lsn(move |first| {
+            let records = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, payload))| Record::new(Lsn(first.get() + i as u64), kind, payload))
+                .collect::<Vec<_>>();
+            Op::Write(WriteOp {
+                records,
+                reply,
+                permit,
+            })
+        })?;
+        Ok((
+            last,
+            Completion {
+                rx,
+                status: self.inner.status.clone(),
+            },
+        ))
+    }
+
+    /// Assigns Lsns to the op built by `make` and sends it, atomically with
+    /// respect to other submitters. Returns the op's last Lsn.
+    fn send_with_lsn(&self, make: impl FnOnce(Lsn) -> Op) -> Result<Lsn> {
+        let mut s = self.inner.submit.lock().unwrap_or_else(|p| p.into_inner());
+        self.health()?;
+        let first = s.next_lsn;
+        let op = make(first);
+        let n = match &op {
+            Op::Write(w) => w.records.len() as u64,
+            _ => 1,
+        };
+        s.tx.send(op)
+            .map_err(|_| self.inner.status.terminal_error())?;
+        s.next_lsn = Lsn(first.get() + n);
+        Ok(Lsn(first.get() + n - 1))
+    }
+
+    fn send(&self, op: Op) -> Result<()> {
+        self.health()?;
+        let s = self.inner.submit.lock().unwrap_or_else(|p| p.into_inner());
+        s.tx.send(op)
+            .map_err(|_| self.inner.status.terminal_error())
+    }
+
+    async fn await_reply<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(self.inner.status.terminal_error()),
+        }
+    }
+
+    pub(crate) async fn read_chunk(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::Read { from, limit, reply })?;
+        self.await_reply(rx).await
+    }
+
+    pub(crate) fn status(&self) -> &Arc<Status> {
+        &self.inner.status
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("durable_lsn", &self.durable_lsn())
+            .field("fault", &self.inner.status.fault())
+            .finish_non_exhaustive()
+    }
+}
