@@ -42,6 +42,9 @@ mod recovery;
 mod store;
 mod wal;
 
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
 pub use checkpoint::Checkpoint;
 pub use controller::CheckpointInfo;
 pub use error::{Error, Location, Result};

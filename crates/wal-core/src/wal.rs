@@ -202,6 +202,12 @@ impl Wal {
         Ok((last.get() + 1 - n..=last.get()).map(Lsn).collect())
     }
 
+    /// The largest payload one entry may carry, in bytes: the smaller of
+    /// [`WalOptions::max_entry_bytes`] and the store's own limit.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.inner.max_entry_bytes
+    }
+
     /// Every record at or below this Lsn is durable.
     pub fn durable_lsn(&self) -> Lsn {
         *self.inner.status.durable.borrow()
