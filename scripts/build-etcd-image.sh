@@ -59,8 +59,9 @@ if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
     log "apt does not know etcd-server yet: running apt-get update"
     as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
     candidate=$(apt-cache policy etcd-server 2>/dev/null | awk '/Candidate:/ {print $2}')
-    [ -n "$candidate" ] && [ "$candidate" != "(none)" ] \
-        || die "no etcd-server package in the configured apt sources (Debian >= 11 / Ubuntu >= 20.04 ship it)"
+    if [ -z "$candidate" ] || [ "$candidate" = "(none)" ]; then
+        die "no etcd-server package in the configured apt sources (Debian >= 11 / Ubuntu >= 20.04 ship it)"
+    fi
 fi
 
 log "downloading etcd-server and etcd-client $candidate (Debian packages)"
