@@ -69,6 +69,16 @@ pub trait WalStore: Send + Sync + 'static {
         usize::MAX
     }
 
+    /// True if this store's methods block the calling thread on I/O (a file
+    /// store doing `write` + `fdatasync` inline). The Wal then runs its
+    /// controller on a dedicated thread with its own single-threaded runtime:
+    /// the blocking never stalls the application's async workers, and a batch
+    /// costs no extra thread hop. The default is `false`: methods are truly
+    /// async and the controller is a task on the caller's runtime.
+    fn blocking_io(&self) -> bool {
+        false
+    }
+
     /// Durably appends `records`, atomically.
     async fn append(&mut self, records: &[Record]) -> Result<()>;
 
@@ -111,6 +121,9 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     }
     fn max_append_bytes(&self) -> usize {
         (**self).max_append_bytes()
+    }
+    fn blocking_io(&self) -> bool {
+        (**self).blocking_io()
     }
     async fn append(&mut self, records: &[Record]) -> Result<()> {
         (**self).append(records).await

@@ -120,6 +120,7 @@ impl Wal {
         };
         let end = state.last_lsn;
         let failure = store.failure_signal();
+        let blocking = store.blocking_io();
         let max_append_bytes = store.max_append_bytes();
         let max_entry_bytes = options
             .max_entry_bytes
@@ -136,7 +137,11 @@ impl Wal {
             max_batch_bytes: options.max_batch_bytes.min(max_append_bytes).max(1),
             max_batch_records: options.max_batch_records.max(1),
         };
-        let task = tokio::spawn(controller.run());
+        let task = if blocking {
+            spawn_on_own_thread(controller.run())?
+        } else {
+            tokio::spawn(controller.run())
+        };
         let queue_cap = options.max_queued_bytes.clamp(1, u32::MAX as usize);
         let wal = Wal {
             inner: Arc::new(Inner {
@@ -470,4 +475,29 @@ impl std::fmt::Debug for Wal {
             .field("fault", &self.inner.status.fault())
             .finish_non_exhaustive()
     }
+}
+
+/// Runs the controller of a blocking store on its own thread and
+/// single-threaded runtime. The returned handle aborts and joins it like any
+/// task; the thread ends when the controller does.
+fn spawn_on_own_thread<F>(controller: F) -> Result<JoinHandle<()>>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (finished, wait) = oneshot::channel::<()>();
+    let task = runtime.spawn(async move {
+        controller.await;
+        drop(finished);
+    });
+    // If the task is aborted, `finished` is dropped with it and the thread
+    // ends too.
+    std::thread::Builder::new()
+        .name("wal-controller".into())
+        .spawn(move || {
+            let _ = runtime.block_on(wait);
+        })?;
+    Ok(task)
 }

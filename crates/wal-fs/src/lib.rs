@@ -6,10 +6,14 @@
 //! a call's records survive a crash all together or not at all.
 //!
 //! ```text
-//! wal_core::Wal ──ops──> controller task ──append(&[Record])──> FsStore
-//!                                                                 │ channel
-//!                                                     "wal-fs-io" thread: write + fdatasync
+//! wal_core::Wal ──ops──> controller ──append(&[Record])──> FsStore: write + fdatasync
+//!                        (its own "wal-controller" thread, since FsStore::blocking_io)
 //! ```
+//!
+//! FsStore does its file I/O inline. Because it reports
+//! [`blocking_io`](wal_core::WalStore::blocking_io), the Wal runs its
+//! controller on a dedicated thread: the application's async workers never
+//! block on a write or an `fdatasync`, and a batch costs no thread hop.
 //!
 //! ## Directory layout
 //!
@@ -141,7 +145,6 @@ mod log;
 mod options;
 mod segment;
 mod store;
-mod worker;
 
 pub use io::{FileIo, StdFileIo};
 pub use options::{FsOptions, SyncMode};

@@ -1,6 +1,6 @@
 //! The log on disk: a directory of segments, recovered on open, appended
 //! to, read, trimmed and truncated. Everything here is blocking; it runs on
-//! the store's I/O thread (see [`crate::worker`]).
+//! the Wal controller's own thread (see `FsStore::blocking_io`).
 
 use std::{
     collections::{hash_map::RandomState, VecDeque},

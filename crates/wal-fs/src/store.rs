@@ -13,7 +13,6 @@ use crate::{
     io::{FileIo, StdFileIo},
     log::SegmentLog,
     options::FsOptions,
-    worker::IoWorker,
 };
 
 /// A [`WalStore`] on a local directory of segment files (format: see the
@@ -49,7 +48,8 @@ pub struct FsStore {
     dir: PathBuf,
     options: FsOptions,
     io: Arc<dyn FileIo>,
-    worker: Option<IoWorker>,
+    /// The open log; `None` before `open` and after `close`.
+    log: Option<SegmentLog>,
 }
 
 impl fmt::Debug for FsStore {
@@ -58,7 +58,7 @@ impl fmt::Debug for FsStore {
             .field("dir", &self.dir)
             .field("options", &self.options)
             .field("io", &self.io)
-            .field("open", &self.worker.is_some())
+            .field("open", &self.log.is_some())
             .finish()
     }
 }
@@ -70,7 +70,7 @@ impl FsStore {
             dir: dir.into(),
             options: options.normalized(),
             io: Arc::new(StdFileIo),
-            worker: None,
+            log: None,
         }
     }
 
@@ -91,39 +91,22 @@ impl FsStore {
         &self.options
     }
 
-    async fn call<R, F>(&self, f: F) -> Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut SegmentLog) -> Result<R> + Send + 'static,
-    {
-        let worker = self.worker.as_ref().ok_or(Error::Closed)?;
-        worker
-            .run(move |slot| match slot {
-                Some(log) => f(log),
-                None => Err(Error::Closed),
-            })
-            .await
+    fn log(&mut self) -> Result<&mut SegmentLog> {
+        self.log.as_mut().ok_or(Error::Closed)
     }
 }
 
 #[async_trait]
 impl WalStore for FsStore {
     async fn open(&mut self) -> Result<StoreState> {
-        if self.worker.is_some() {
+        if self.log.is_some() {
             return Err(Error::InvalidArgument(
                 "this FsStore is already open".into(),
             ));
         }
-        let worker = IoWorker::spawn()?;
-        let (dir, options, io) = (self.dir.clone(), self.options.clone(), self.io.clone());
-        let state = worker
-            .run(move |slot| {
-                let (log, state) = SegmentLog::open(dir, options, io)?;
-                *slot = Some(log);
-                Ok(state)
-            })
-            .await?;
-        self.worker = Some(worker);
+        let (log, state) =
+            SegmentLog::open(self.dir.clone(), self.options.clone(), self.io.clone())?;
+        self.log = Some(log);
         Ok(state)
     }
 
@@ -135,41 +118,38 @@ impl WalStore for FsStore {
         self.options.max_batch_bytes
     }
 
+    /// File I/O runs inline: the Wal gives this store's controller a thread
+    /// of its own, so one batch is one `write` + one `fdatasync` with no hop
+    /// to another thread.
+    fn blocking_io(&self) -> bool {
+        true
+    }
+
     async fn append(&mut self, records: &[Record]) -> Result<()> {
-        // Cloning a record clones a `Bytes` handle, not the payload.
-        let records = records.to_vec();
-        self.call(move |log| log.append(&records)).await
+        self.log()?.append(records)
     }
 
     async fn sync(&mut self) -> Result<()> {
-        self.call(SegmentLog::sync).await
+        self.log()?.sync()
     }
 
     async fn read_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
-        self.call(move |log| log.read_from(from, limit)).await
+        self.log()?.read_from(from, limit)
     }
 
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState> {
-        self.call(move |log| log.remove_before(lsn)).await
+        self.log()?.remove_before(lsn)
     }
 
     async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
-        self.call(move |log| log.truncate_after(lsn)).await
+        self.log()?.truncate_after(lsn)
     }
 
     async fn close(&mut self) -> Result<()> {
-        let Some(mut worker) = self.worker.take() else {
-            return Ok(());
-        };
-        let r = worker
-            .run(|slot| {
-                let r = slot.as_mut().map_or(Ok(()), SegmentLog::close);
-                // Dropping the log releases the directory lock.
-                *slot = None;
-                r
-            })
-            .await;
-        worker.stop();
-        r
+        // Dropping the log releases the directory lock.
+        match self.log.take() {
+            Some(mut log) => log.close(),
+            None => Ok(()),
+        }
     }
 }
