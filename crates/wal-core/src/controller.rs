@@ -2,7 +2,10 @@
 //! group-commit batches, and completes replies in Lsn order.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     time::Instant,
 };
 
@@ -105,6 +108,9 @@ pub(crate) struct Status {
     /// Set once: the poisoning error, or `Closed`.
     pub fault: watch::Sender<Option<Error>>,
     pub state: Mutex<StoreState>,
+    /// Live recovery streams. While any exists, checkpoint cleanup waits, so
+    /// it never removes entries a recovery stream has yet to yield.
+    pub recovery_pins: AtomicUsize,
 }
 
 impl Status {
@@ -113,6 +119,7 @@ impl Status {
             durable: watch::Sender::new(state.last_lsn.unwrap_or(Lsn::ZERO)),
             fault: watch::Sender::new(None),
             state: Mutex::new(state),
+            recovery_pins: AtomicUsize::new(0),
         }
     }
 
@@ -153,16 +160,17 @@ pub(crate) struct Controller<S> {
     pub failure: Option<FailureSignal>,
     pub max_batch_bytes: usize,
     pub max_batch_records: usize,
+    /// Checkpoint cleanup postponed while a recovery stream was live.
+    pub deferred_cleanup: Option<Lsn>,
 }
 
 impl<S: WalStore> Controller<S> {
     pub async fn run(mut self) {
         // Garbage left by a crash between a checkpoint commit and its cleanup.
-        if let Some(cp) = self.checkpoints.committed {
-            self.remove_before(cp.begin).await;
-        }
+        self.deferred_cleanup = self.checkpoints.committed.map(|cp| cp.begin);
         let mut carry: Option<Op> = None;
         loop {
+            self.cleanup_if_unpinned().await;
             let op = match carry.take() {
                 Some(op) => op,
                 None => match self.next_op().await {
@@ -277,7 +285,8 @@ impl<S: WalStore> Controller<S> {
                 }
                 if let Some(begin) = committed {
                     // The new checkpoint supersedes everything below its begin.
-                    self.remove_before(begin).await;
+                    self.deferred_cleanup = Some(begin);
+                    self.cleanup_if_unpinned().await;
                 }
             }
             Err(e) => {
@@ -361,6 +370,17 @@ impl<S: WalStore> Controller<S> {
         self.status.durable.send_replace(marker);
         debug!(%after, "log truncated");
         Ok(())
+    }
+
+    /// Removes what the last committed checkpoint superseded, unless a
+    /// recovery stream is still reading (then it waits for a later op).
+    async fn cleanup_if_unpinned(&mut self) {
+        if self.status.recovery_pins.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        if let Some(begin) = self.deferred_cleanup.take() {
+            self.remove_before(begin).await;
+        }
     }
 
     async fn remove_before(&mut self, lsn: Lsn) {

@@ -4,6 +4,7 @@
 use std::{
     collections::VecDeque,
     pin::Pin,
+    sync::{atomic::Ordering, Arc},
     task::{Context, Poll},
 };
 
@@ -13,7 +14,7 @@ use futures::{
 };
 
 use crate::{
-    controller::{CheckpointInfo, CheckpointTracker},
+    controller::{CheckpointInfo, CheckpointTracker, Status},
     store::{ReadLimit, StoreState},
     Entry, Error, Location, Lsn, Record, RecordKind, Result, Wal, WalStore,
 };
@@ -68,10 +69,28 @@ pub struct Recovery {
     checkpoint: Option<CheckpointInfo>,
     end: Option<Lsn>,
     inner: BoxStream<'static, Result<Entry>>,
+    /// Holds checkpoint cleanup off until this stream is dropped.
+    _pin: RecoveryPin,
+}
+
+struct RecoveryPin(Arc<Status>);
+
+impl RecoveryPin {
+    fn new(status: Arc<Status>) -> RecoveryPin {
+        status.recovery_pins.fetch_add(1, Ordering::AcqRel);
+        RecoveryPin(status)
+    }
+}
+
+impl Drop for RecoveryPin {
+    fn drop(&mut self) {
+        self.0.recovery_pins.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Recovery {
     pub(crate) fn new(wal: Wal, checkpoint: Option<CheckpointInfo>, end: Option<Lsn>) -> Recovery {
+        let pin = RecoveryPin::new(wal.status().clone());
         let inner = match end {
             None => stream::empty().boxed(),
             Some(end) => {
@@ -95,6 +114,7 @@ impl Recovery {
             checkpoint,
             end,
             inner,
+            _pin: pin,
         }
     }
 

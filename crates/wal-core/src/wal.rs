@@ -104,7 +104,10 @@ impl Wal {
     /// The returned [`Recovery`] streams what the recovery contract promises:
     /// the entries of the last committed checkpoint, then every data entry
     /// after that checkpoint's begin marker. New appends may start at once;
-    /// they are not part of the recovery stream.
+    /// they are not part of the recovery stream. While the stream is alive,
+    /// committing a new checkpoint does not remove the records it still has to
+    /// read: the cleanup waits until the stream is dropped. (An explicit
+    /// [`trim_before`](Self::trim_before) does not wait.)
     pub async fn open<S: WalStore>(mut store: S, options: WalOptions) -> Result<(Wal, Recovery)> {
         let state = store.open().await?;
         let read_limit = ReadLimit {
@@ -136,6 +139,7 @@ impl Wal {
             failure,
             max_batch_bytes: options.max_batch_bytes.min(max_append_bytes).max(1),
             max_batch_records: options.max_batch_records.max(1),
+            deferred_cleanup: None,
         };
         let task = if blocking {
             spawn_on_own_thread(controller.run())?
@@ -313,11 +317,16 @@ impl Wal {
         self.await_reply(rx).await
     }
 
-    /// Drains queued operations, closes the store and stops the controller.
-    /// Later calls get [`Error::Closed`].
+    /// Drains queued operations, closes the store (releasing ownership: the
+    /// directory lock, the etcd lease) and stops the controller. Works on a
+    /// poisoned Wal too. Later calls get [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Close { reply })?;
+        {
+            // No health check: a poisoned Wal must still release its store.
+            let s = self.inner.submit.lock().unwrap_or_else(|p| p.into_inner());
+            s.tx.send(Op::Close { reply }).map_err(|_| Error::Closed)?;
+        }
         let r = self.await_reply(rx).await;
         let task = self
             .inner

@@ -58,6 +58,25 @@ async fn failed_append_poisons_and_loses_nothing_acknowledged() {
 }
 
 #[tokio::test]
+async fn closing_a_poisoned_wal_releases_the_store() {
+    let store = MemStore::new();
+    let (wal, _) = Wal::open(store.clone(), WalOptions::default())
+        .await
+        .unwrap();
+    wal.append("a").await.unwrap();
+    store.inject(MemFault::FailAppend(1));
+    assert!(wal.append("b").await.is_err());
+    let keep = wal.clone(); // a live clone must not keep the store locked
+    wal.close().await.expect("close works on a poisoned wal");
+    assert!(matches!(
+        keep.append("c").await,
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(recovered(&store).await, ["a"]);
+    drop(keep);
+}
+
+#[tokio::test]
 async fn queued_ops_after_a_failure_all_fail_in_order() {
     let store = MemStore::new();
     let (wal, _) = Wal::open(store.clone(), WalOptions::default().max_batch_records(4))
