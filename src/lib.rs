@@ -12,7 +12,7 @@
 //! | feature | default | module | backend |
 //! | --- | --- | --- | --- |
 //! | `fs` | yes | [`wal::fs`](crate::fs) | `wal-fs`: segment files in a local directory (the embedded default) |
-//! | `etcd` | no | `wal::etcd` | `wal-etcd`: records in etcd, lease ownership and fencing (not wired up yet) |
+//! | `etcd` | no | `wal::etcd` | `wal-etcd`: records in etcd, lease ownership and fencing |
 //! | `testkit` | no | `wal::testkit` | the backend conformance suite of `wal-core` |
 //!
 //! Depend on `wal-core` plus one backend crate instead if you prefer; the
@@ -51,10 +51,8 @@ pub use wal_core::*;
 #[cfg_attr(docsrs, doc(cfg(feature = "fs")))]
 pub use wal_fs as fs;
 
-// The etcd backend, once `wal-etcd` builds (see the root Cargo.toml):
-//
-// /// The etcd backend: `EtcdStore`, with lease ownership and fencing
-// /// (re-export of the `wal-etcd` crate).
-// #[cfg(feature = "etcd")]
-// #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-// pub use wal_etcd as etcd;
+/// The etcd backend: `EtcdStore`, with lease ownership and fencing
+/// (re-export of the `wal-etcd` crate).
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use wal_etcd as etcd;

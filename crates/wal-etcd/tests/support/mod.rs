@@ -1,0 +1,297 @@
+//! Real etcd for the tests: containers started with testcontainers from
+//! `WAL_ETCD_IMAGE`, or an existing cluster named by `WAL_ETCD_ENDPOINTS`.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::{
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use testcontainers::{
+    core::{IntoContainerPort, WaitFor},
+    runners::AsyncRunner,
+    ContainerAsync, GenericImage, ImageExt,
+};
+use tokio::sync::OnceCell;
+use wal_etcd::{etcd_client, EtcdOptions};
+
+pub const DEFAULT_IMAGE: &str = "gcr.io/etcd-development/etcd:v3.5.17";
+
+/// The image the tests run, from `WAL_ETCD_IMAGE`.
+pub fn image_ref() -> String {
+    std::env::var("WAL_ETCD_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_IMAGE.to_string())
+}
+
+fn split_image(image: &str) -> (String, String) {
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[slash..].rfind(':') {
+        Some(i) => (
+            image[..slash + i].to_string(),
+            image[slash + i + 1..].to_string(),
+        ),
+        None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+/// Fails the test with instructions if Docker or the image is missing.
+/// Never skips: under `CI=true` the message says so; elsewhere it says
+/// exactly what to run.
+pub fn preflight() {
+    let image = image_ref();
+    let problem = match Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Err(e) => Some(format!("cannot run `docker` ({e})")),
+        Ok(s) if !s.success() => {
+            Some("the docker daemon is not reachable (`docker info` failed)".into())
+        }
+        Ok(_) => {
+            let ok = Command::new("docker")
+                .args(["image", "inspect", &image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            (!ok).then(|| format!("the etcd image {image} is not present locally"))
+        }
+    };
+    if let Some(problem) = problem {
+        let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
+        if ci {
+            panic!(
+                "wal-etcd tests need Docker and the etcd image ({image}): {problem}. \
+                 CI=true, so this fails instead of skipping; provision Docker and run scripts/setup.sh \
+                 (WAL_ETCD_IMAGE=wal-etcd-local:latest builds the image offline), \
+                 or set WAL_ETCD_ENDPOINTS to a running etcd for the single-node tests."
+            );
+        }
+        panic!(
+            "wal-etcd tests need Docker and the etcd image ({image}): {problem}.\n\
+             Run:\n    scripts/setup.sh\n    WAL_ETCD_IMAGE=wal-etcd-local:latest cargo test -p wal-etcd\n\
+             (or point the single-node tests at a running etcd with WAL_ETCD_ENDPOINTS=http://127.0.0.1:2379)"
+        );
+    }
+}
+
+/// A unique name for this test's keys, networks and containers.
+pub fn unique(tag: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "{tag}-{}-{:x}-{}",
+        std::process::id(),
+        nanos & 0xffff_ffff,
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs the docker CLI; panics with its output on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes `container` when this test process exits, however it exits: for
+/// containers kept in statics, which are never dropped.
+fn reap_on_exit(container: &str) {
+    let script = format!(
+        "tail --pid={} -f /dev/null; docker rm -f -v {container} >/dev/null 2>&1",
+        std::process::id()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+/// How to start one etcd member.
+pub struct NodeSpec {
+    /// Member name; also the container name (peers resolve it).
+    pub name: String,
+    /// `name=http://name:2380,...` for a cluster; `None` for a single node.
+    pub initial_cluster: Option<String>,
+    /// A fixed host port for 2379 (survives kill + start), or a random one.
+    pub host_port: Option<u16>,
+}
+
+impl NodeSpec {
+    pub fn single(name: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.to_string(),
+            initial_cluster: None,
+            host_port: None,
+        }
+    }
+}
+
+/// A running etcd container.
+pub struct EtcdNode {
+    pub container: ContainerAsync<GenericImage>,
+    pub name: String,
+    pub endpoint: String,
+}
+
+impl EtcdNode {
+    pub fn id(&self) -> &str {
+        self.container.id()
+    }
+}
+
+pub async fn start_node(spec: NodeSpec) -> EtcdNode {
+    preflight();
+    let (name, tag) = split_image(&image_ref());
+    let peer = format!("http://{}:2380", spec.name);
+    let cluster = spec
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| format!("{}={peer}", spec.name));
+    let mut cmd = vec![
+        "/usr/local/bin/etcd".to_string(),
+        "--logger=zap".into(),
+        format!("--name={}", spec.name),
+        "--data-dir=/var/lib/etcd/data".into(),
+        "--listen-client-urls=http://0.0.0.0:2379".into(),
+        "--advertise-client-urls=http://127.0.0.1:2379".into(),
+        "--listen-peer-urls=http://0.0.0.0:2380".into(),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster={cluster}"),
+        "--initial-cluster-state=new".into(),
+    ];
+    if spec.initial_cluster.is_some() {
+        cmd.push("--initial-cluster-token=wal-etcd-test".into());
+        // Faster failure detection in the partition test.
+        cmd.push("--heartbeat-interval=100".into());
+        cmd.push("--election-timeout=1000".into());
+    }
+    let image = GenericImage::new(name, tag)
+        .with_exposed_port(2379.tcp())
+        .with_wait_for(WaitFor::Nothing);
+    let mut req = image
+        .with_cmd(cmd)
+        .with_container_name(spec.name.clone())
+        .with_startup_timeout(Duration::from_secs(60));
+    if let Some(port) = spec.host_port {
+        req = req.with_mapped_port(port, 2379.tcp());
+    }
+    let container = req
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("start etcd container {}: {e}", spec.name));
+    let port = match spec.host_port {
+        Some(p) => p,
+        None => container
+            .get_host_port_ipv4(2379.tcp())
+            .await
+            .unwrap_or_else(|e| panic!("host port of {}: {e}", spec.name)),
+    };
+    EtcdNode {
+        container,
+        name: spec.name,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Waits (with a deadline) until etcd answers a status call on every endpoint.
+pub async fn wait_ready(endpoints: &[String], within: Duration) {
+    let deadline = Instant::now() + within;
+    for ep in endpoints {
+        let mut last_err = String::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "etcd at {ep} not ready within {within:?}: {last_err}"
+            );
+            let attempt = async {
+                let mut c = etcd_client::Client::connect([ep.as_str()], None).await?;
+                c.status().await?;
+                // A linearizable read proves there is a leader.
+                c.get("wal-test-ready", None).await
+            };
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => last_err = e.to_string(),
+                Err(_) => last_err = "timeout".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+static SHARED: OnceCell<(Vec<String>, Option<EtcdNode>)> = OnceCell::const_new();
+
+/// Endpoints of the etcd shared by the single-node tests of this binary:
+/// `WAL_ETCD_ENDPOINTS`, or one container started once.
+pub async fn shared_endpoints() -> Vec<String> {
+    let (eps, _) = SHARED
+        .get_or_init(|| async {
+            if let Ok(eps) = std::env::var("WAL_ETCD_ENDPOINTS") {
+                let eps: Vec<String> = eps
+                    .split(',')
+                    .map(|s| s.trim())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        if s.contains("://") {
+                            s.to_string()
+                        } else {
+                            format!("http://{s}")
+                        }
+                    })
+                    .collect();
+                wait_ready(&eps, Duration::from_secs(30)).await;
+                return (eps, None);
+            }
+            let node = start_node(NodeSpec::single(&unique("wal-etcd-shared"))).await;
+            reap_on_exit(node.id());
+            let eps = vec![node.endpoint.clone()];
+            wait_ready(&eps, Duration::from_secs(60)).await;
+            (eps, Some(node))
+        })
+        .await;
+    eps.clone()
+}
+
+/// Options for a test log with its own prefix on `endpoints`.
+pub fn options(endpoints: &[String], prefix: &str, name: &str) -> EtcdOptions {
+    EtcdOptions::new(endpoints.iter().cloned(), name).prefix(prefix.to_string())
+}
+
+/// A second client, as an operator would use.
+pub async fn operator(endpoints: &[String]) -> etcd_client::Client {
+    etcd_client::Client::connect(endpoints, None).await.unwrap()
+}
+
+/// Revokes the lease behind a log's owner key, as an operator (or the TTL)
+/// would. Returns whether there was an owner.
+pub async fn revoke_owner(endpoints: &[String], prefix: &str, name: &str) -> bool {
+    let mut c = operator(endpoints).await;
+    let key = format!("{prefix}{name}/owner");
+    let resp = c.get(key, None).await.unwrap();
+    match resp.kvs().first() {
+        Some(kv) => {
+            c.lease_revoke(kv.lease()).await.unwrap();
+            true
+        }
+        None => false,
+    }
+}
