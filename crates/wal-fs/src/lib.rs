@@ -131,6 +131,14 @@
 //! into place, and the directory synced; deletions sync the directory one
 //! by one, so a crash never leaves a gap in the middle of the log.
 //!
+//! ## Tools: verify, read and repair without opening
+//!
+//! [`inspect`] holds the read-only side for operators and tools
+//! (`walctl`): [`inspect::verify`] reports every problem of a log with its
+//! file and offset, classified the way open would treat it;
+//! [`inspect::LogReader`] reads (and follows) a log without taking the lock;
+//! [`inspect::repair`] is the explicit cut of a damaged log, with a dry run.
+//!
 //! ## Testing the file layer
 //!
 //! Every write, sync, resize, rename and delete goes through the [`FileIo`]
@@ -139,6 +147,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod format;
+pub mod inspect;
 mod io;
 mod lock;
 mod log;

@@ -341,7 +341,7 @@ pub(crate) fn scan(
 /// so): if one exists, the bytes at `start` were durable once and are now
 /// damaged, which is corruption, not a torn write. Also reports whether
 /// every byte from `start` on is zero. Reads in fixed-size chunks.
-fn damage_scan(
+pub(crate) fn damage_scan(
     file: &File,
     segment_id: u64,
     start: u64,

@@ -1,0 +1,77 @@
+//! `walctl bench`: the DESIGN §9 workloads, with their peers measured in
+//! the same process and run, so the ratios compare like with like.
+//!
+//! - `bench fs`: N writers append entries of one size, each append awaited
+//!   until durable. `--compare` also runs (a) a raw loop: one thread, one
+//!   preallocated file, `pwrite` + `fdatasync` per entry (the hardware limit
+//!   for one durable write at a time; the same baseline whatever N is), and
+//!   (b) okaywal with N threads, each entry committed (`EntryWriter::commit`).
+//! - `bench recovery`: writes a log, then times `Wal::open` plus draining the
+//!   recovery stream against a raw sequential read of the same files, and
+//!   reports the peak RSS of the recovery phase.
+//!
+//! Benchmark files go into a fresh directory under `--dir` (default: the
+//! system temp directory), removed afterwards.
+
+mod fs;
+mod okaywal_peer;
+mod raw;
+mod recovery;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+
+use crate::target::TargetArgs;
+
+/// `bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Append throughput and latency on a local directory.
+    Fs(fs::Args),
+    /// Recovery (open + replay) speed against a raw sequential read.
+    Recovery(recovery::Args),
+    /// Append throughput against etcd (needs the `etcd` feature).
+    Etcd,
+}
+
+/// Runs a benchmark.
+pub fn run(target: &TargetArgs, json: bool, cmd: BenchCommand) -> Result<u8> {
+    match cmd {
+        BenchCommand::Fs(a) => fs::run(&work_dir(target)?, json, &a),
+        BenchCommand::Recovery(a) => recovery::run(&work_dir(target)?, json, &a),
+        BenchCommand::Etcd => {
+            bail!("etcd support not built: this walctl was built without the `etcd` feature")
+        }
+    }
+}
+
+/// A fresh directory for one benchmark run, removed when dropped.
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn work_dir(target: &TargetArgs) -> Result<WorkDir> {
+    let base = target.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let path = base.join(format!("walctl-bench-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(WorkDir { path })
+}

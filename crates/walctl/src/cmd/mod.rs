@@ -1,0 +1,7 @@
+//! The log subcommands (everything but `bench`).
+
+pub mod dump;
+pub mod inspect;
+pub mod repair;
+pub mod tail;
+pub mod verify;

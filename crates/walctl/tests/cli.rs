@@ -1,0 +1,483 @@
+//! End-to-end tests of the `walctl` binary against real log directories
+//! written through wal-core + wal-fs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    fs::OpenOptions,
+    io::{BufRead, BufReader},
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use wal_core::{Wal, WalOptions};
+use wal_fs::{FsOptions, FsStore};
+
+fn walctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_walctl"))
+}
+
+fn run(args: &[&str]) -> Output {
+    walctl().args(args).output().expect("running walctl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes `n` data entries `entry-<i>` (Lsns 1..=n).
+fn write_data(dir: &Path, n: u64, opts: FsOptions) {
+    rt().block_on(async {
+        let (wal, _) = Wal::open(FsStore::new(dir, opts), WalOptions::default())
+            .await
+            .unwrap();
+        for i in 1..=n {
+            wal.append(format!("entry-{i}").into_bytes()).await.unwrap();
+        }
+        wal.close().await.unwrap();
+    });
+}
+
+/// Writes `n` data entries `entry-<i>` (Lsns 1..=n), then a committed
+/// checkpoint (begin n+1, 2 entries, commit n+4), then one more data entry
+/// and an aborted checkpoint (begin n+6, abort n+7). One segment, so the
+/// commit trims nothing.
+fn write_log(dir: &Path, n: u64) {
+    rt().block_on(async {
+        let (wal, _) = Wal::open(
+            FsStore::new(dir, FsOptions::default()),
+            WalOptions::default(),
+        )
+        .await
+        .unwrap();
+        for i in 1..=n {
+            wal.append(format!("entry-{i}").into_bytes()).await.unwrap();
+        }
+        let mut cp = wal.begin_checkpoint().await.unwrap();
+        cp.append(b"state-1".to_vec()).await.unwrap();
+        cp.append(b"state-2".to_vec()).await.unwrap();
+        cp.commit().await.unwrap();
+        wal.append(b"after".to_vec()).await.unwrap();
+        let cp = wal.begin_checkpoint().await.unwrap();
+        cp.abort().await.unwrap();
+        wal.close().await.unwrap();
+    });
+}
+
+/// Appends plain data entries to an existing log.
+fn append(dir: &Path, payloads: &[&str]) {
+    rt().block_on(async {
+        let (wal, _) = Wal::open(
+            FsStore::new(dir, FsOptions::default()),
+            WalOptions::default(),
+        )
+        .await
+        .unwrap();
+        for p in payloads {
+            wal.append(p.as_bytes().to_vec()).await.unwrap();
+        }
+        wal.close().await.unwrap();
+    });
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn flip(path: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    f.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
+}
+
+fn log_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    (tmp, dir)
+}
+
+fn d(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn inspect_shows_segments_range_and_checkpoints() {
+    let (_t, dir) = log_dir();
+    write_log(&dir, 50);
+    let o = run(&["--dir", d(&dir), "inspect"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // 50 data + begin + 2 state + commit + data + begin + abort = 57.
+    assert!(out.contains("lsn range: 1..=57 (57 records)"), "{out}");
+    assert!(
+        out.contains("1 committed, 1 aborted, 0 unfinished"),
+        "{out}"
+    );
+    assert!(out.contains("00000000000000000001.wal"), "{out}");
+    assert!(out.contains("problems: none"), "{out}");
+
+    let o = run(&["--dir", d(&dir), "inspect", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["first_lsn"], 1);
+    assert_eq!(v["last_lsn"], 57);
+    assert_eq!(v["data_entries"], 51);
+    assert_eq!(v["checkpoint_entries"], 2);
+    assert_eq!(v["segments"].as_array().unwrap().len(), 1);
+    assert_eq!(v["checkpoints"]["recovery_uses"]["begin"], 51);
+    assert_eq!(v["checkpoints"]["recovery_uses"]["end"], 54);
+    assert_eq!(v["checkpoints"]["recovery_uses"]["entries"], 2);
+}
+
+#[test]
+fn dump_json_lines_parse_and_respect_the_range() {
+    let (_t, dir) = log_dir();
+    write_log(&dir, 30);
+    let o = run(&[
+        "--dir",
+        d(&dir),
+        "dump",
+        "--from",
+        "5",
+        "--to",
+        "12",
+        "--format",
+        "utf8",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    for (i, v) in lines.iter().enumerate() {
+        let lsn = 5 + i as u64;
+        assert_eq!(v["lsn"], lsn);
+        assert_eq!(v["kind"], "data");
+        assert_eq!(v["payload"], format!("entry-{lsn}"));
+    }
+
+    // Hex by default, markers included; raw writes bare payloads.
+    let o = run(&["--dir", d(&dir), "dump", "--from", "31"]);
+    let out = stdout(&o);
+    assert!(out.contains("checkpoint-begin"), "{out}");
+    assert!(out.contains("checkpoint-commit"), "{out}");
+    assert!(out.contains(&hex(b"state-1")), "{out}");
+    let o = run(&[
+        "--dir",
+        d(&dir),
+        "dump",
+        "--from",
+        "1",
+        "--to",
+        "2",
+        "--format",
+        "raw",
+    ]);
+    assert_eq!(stdout(&o), "entry-1entry-2");
+    let o = run(&["--dir", d(&dir), "dump", "--format", "raw", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn verify_clean_log_exits_zero() {
+    let (_t, dir) = log_dir();
+    write_data(&dir, 100, FsOptions::default().segment_bytes(2048));
+    let o = run(&["--dir", d(&dir), "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("ok: no problems"));
+    let o = run(&["--dir", d(&dir), "verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "clean");
+    assert_eq!(v["records"], 100);
+}
+
+#[test]
+fn verify_names_file_and_offset_of_every_flipped_byte() {
+    let (_t, dir) = log_dir();
+    write_data(&dir, 100, FsOptions::default().segment_bytes(1024));
+    let segs = segments(&dir);
+    assert!(segs.len() >= 3);
+    // entry-N payloads are 7-9 bytes: frames of 40 bytes (32 + 8 rounded).
+    // Damage the payload of the 3rd frame of the first segment and of the
+    // 2nd frame of the second.
+    let first = 48 + 2 * 40;
+    flip(&segs[0], first + 33);
+    let second_start = 48 + 40;
+    flip(&segs[1], second_start + 34);
+    let o = run(&["--dir", d(&dir), "verify"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("{} at offset {first}", segs[0].display())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{} at offset {second_start}", segs[1].display())),
+        "{out}"
+    );
+    assert!(out.contains("checksum mismatch"), "{out}");
+    let o = run(&["--dir", d(&dir), "verify", "--json"]);
+    assert_eq!(o.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["status"], "corrupt");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 2);
+    assert_eq!(v["problems"][0]["offset"], first);
+}
+
+/// Appends bytes to the last segment that look like the start of a frame
+/// that a crash cut short.
+fn tear_tail(dir: &Path) -> (PathBuf, u64) {
+    let last = segments(dir).pop().unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&last).unwrap();
+    f.write_all_at(&[0xde, 0xad, 0xbe, 0xef, 9, 0, 0, 0, 1, 1, 0, 0], len)
+        .unwrap();
+    (last, len)
+}
+
+#[test]
+fn repair_dry_run_then_yes_cuts_a_torn_tail() {
+    let (_t, dir) = log_dir();
+    write_log(&dir, 20);
+    let (last, len) = tear_tail(&dir);
+    let o = run(&["--dir", d(&dir), "verify"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&format!("torn-tail: {} at offset {len}", last.display())));
+
+    let o = run(&["--dir", d(&dir), "repair"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("would truncate {} to {len} bytes", last.display())),
+        "{out}"
+    );
+    assert!(out.contains("dry run"), "{out}");
+    assert_eq!(
+        std::fs::metadata(&last).unwrap().len(),
+        len + 12,
+        "dry run changed the file"
+    );
+
+    let o = run(&["--dir", d(&dir), "repair", "--yes", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["applied"], true);
+    assert_eq!(v["lost_records"], 0);
+    assert_eq!(v["keep_last_lsn"], 27);
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
+    let o = run(&["--dir", d(&dir), "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = run(&["--dir", d(&dir), "repair"]);
+    assert!(stdout(&o).contains("nothing to repair"));
+}
+
+#[test]
+fn repair_of_mid_log_damage_reports_lost_records_and_reopens() {
+    let (_t, dir) = log_dir();
+    write_data(&dir, 100, FsOptions::default().segment_bytes(1024));
+    let segs = segments(&dir);
+    flip(&segs[1], 48 + 40 + 35); // second frame of the second segment
+    let o = run(&["--dir", d(&dir), "repair", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["applied"], false);
+    let first_of_second: u64 = segs[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(v["keep_last_lsn"], first_of_second);
+    // Everything after the damaged frame is lost (100 records in all) but
+    // for the damaged one itself.
+    assert_eq!(v["lost_records"], 100 - first_of_second - 1);
+    let o = run(&["--dir", d(&dir), "repair", "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(segments(&dir).len(), 2);
+    // The log opens, and ends where the repair said.
+    rt().block_on(async {
+        let (wal, _) = Wal::open(
+            FsStore::new(&dir, FsOptions::default()),
+            WalOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(wal.last_lsn(), Some(wal_core::Lsn(first_of_second)));
+        wal.close().await.unwrap();
+    });
+}
+
+#[test]
+fn repair_yes_refuses_a_log_with_a_live_writer() {
+    let (_t, dir) = log_dir();
+    write_log(&dir, 5);
+    tear_tail(&dir);
+    // What a live writer holds: flock on the lock file.
+    let lock = std::fs::File::open(dir.join(wal_fs::LOCK_FILE_NAME)).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let o = run(&["--dir", d(&dir), "repair", "--yes"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("locked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn tail_follow_sees_an_entry_appended_after_it_started() {
+    let (_t, dir) = log_dir();
+    write_log(&dir, 3);
+    let mut child = walctl()
+        .args([
+            "--dir",
+            d(&dir),
+            "tail",
+            "-f",
+            "-n",
+            "1",
+            "--json",
+            "--format",
+            "utf8",
+            "--interval-ms",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("tail did not print {want:?} in time"));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["payload"] == want {
+                return v;
+            }
+        }
+    };
+    // The last record is the abort marker: its payload is the begin Lsn.
+    let v = wait_for("\0\0\0\0\0\0\0\u{9}");
+    assert_eq!(v["kind"], "checkpoint-abort");
+    append(&dir, &["appended-later"]);
+    let v = wait_for("appended-later");
+    assert_eq!(v["lsn"], 11);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn bench_fs_json_is_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "--dir",
+        d(tmp.path()),
+        "bench",
+        "fs",
+        "--writers",
+        "4",
+        "--size",
+        "128",
+        "--count",
+        "200",
+        "--compare",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["system"], "wal-fs");
+    assert_eq!(rows[0]["entries"], 200);
+    assert!(rows[0]["entries_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["p99_us"].as_u64().unwrap() >= rows[0]["p50_us"].as_u64().unwrap());
+    assert_eq!(rows[2]["system"], "okaywal");
+    assert!(v["ratios"]["wal_vs_raw"].as_f64().unwrap() > 0.0);
+    // The work directory is gone afterwards.
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bench_recovery_json_is_valid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = run(&[
+        "--dir",
+        d(tmp.path()),
+        "bench",
+        "recovery",
+        "--recovery-bytes",
+        "1MiB",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["entries"], 1024);
+    assert!(v["ratio_vs_raw_read"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn errors_are_one_line_with_a_nonzero_exit() {
+    let o = run(&["--dir", "/nonexistent/walctl-test", "inspect"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a directory"));
+    let o = run(&["inspect"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--dir"));
+    let o = run(&[
+        "--endpoints",
+        "http://127.0.0.1:2379",
+        "--name",
+        "x",
+        "inspect",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("etcd support not built"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--dir", "/tmp", "frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+}
