@@ -65,6 +65,8 @@ pub(crate) struct CheckpointTracker {
     pub committed: Option<CheckpointInfo>,
     /// Begin marker of a checkpoint that has neither committed nor aborted.
     pub open: Option<Lsn>,
+    /// The last commit marker seen whose begin was not open: (commit, begin).
+    pub orphan_commit: Option<(Lsn, Lsn)>,
 }
 
 impl CheckpointTracker {
@@ -77,12 +79,15 @@ impl CheckpointTracker {
                 let begin = r.marker_target()?;
                 if self.open == Some(begin) {
                     self.open = None;
+                    self.orphan_commit = None;
                     self.committed = Some(CheckpointInfo {
                         begin,
                         commit: r.lsn,
                     });
                     return Ok(Some(begin));
                 }
+                warn!(commit = %r.lsn, %begin, "checkpoint commit marker without its open begin marker; ignored");
+                self.orphan_commit = Some((r.lsn, begin));
             }
             RecordKind::CheckpointAbort if self.open == Some(r.marker_target()?) => {
                 self.open = None;
@@ -162,6 +167,8 @@ pub(crate) struct Controller<S> {
     pub max_batch_records: usize,
     /// Checkpoint cleanup postponed while a recovery stream was live.
     pub deferred_cleanup: Option<Lsn>,
+    /// The lowest Lsn the recovery stream reads (its checkpoint's begin).
+    pub recovery_floor: Lsn,
 }
 
 impl<S: WalStore> Controller<S> {
@@ -318,6 +325,10 @@ impl<S: WalStore> Controller<S> {
                 if let Some(keep) = self.checkpoints.keep_from() {
                     point = point.min(keep);
                 }
+                // A live recovery stream still reads from its checkpoint on.
+                if self.status.recovery_pins.load(Ordering::Acquire) > 0 {
+                    point = point.min(self.recovery_floor);
+                }
                 // Keep the last record: it carries the Lsn high-water mark.
                 if let Some(last) = self.status.store_state().last_lsn {
                     point = point.min(last);
@@ -347,26 +358,21 @@ impl<S: WalStore> Controller<S> {
                 });
             }
         }
+        // Decided here, in queue order, so a checkpoint begun just before this
+        // op is seen (the handle's own check can race with a begin).
+        if let Some(begin) = self.checkpoints.open {
+            debug!(%begin, "truncate refused: a checkpoint is open");
+            return Err(Error::CheckpointInProgress);
+        }
+        // The marker persists the Lsn high-water mark, so a reopened log never
+        // reuses the Lsns that were cut; the store writes it with the cut.
+        let high_water = Record::marker(marker, RecordKind::Truncated, after);
         let state = self
             .store
-            .truncate_after(after)
+            .truncate_after(after, &high_water)
             .await
             .map_err(|e| self.poison(e))?;
         self.status.set_state(state);
-        if self.checkpoints.open.is_some_and(|b| b > after) {
-            self.checkpoints.open = None;
-        }
-        // Persist the Lsn high-water mark so a reopened log never reuses the
-        // Lsns that were cut.
-        let rec = Record::marker(marker, RecordKind::Truncated, after);
-        self.store
-            .append(std::slice::from_ref(&rec))
-            .await
-            .map_err(|e| self.poison(e))?;
-        let mut s = self.status.store_state();
-        s.first_lsn = s.first_lsn.or(Some(marker));
-        s.last_lsn = Some(marker);
-        self.status.set_state(s);
         self.status.durable.send_replace(marker);
         debug!(%after, "log truncated");
         Ok(())

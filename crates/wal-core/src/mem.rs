@@ -198,9 +198,11 @@ impl WalStore for MemStore {
         Ok(state_of(&s))
     }
 
-    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
+    async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
         let mut s = self.owned()?;
+        // Atomic: both happen under one lock.
         s.durable.split_off(&lsn.next());
+        s.durable.insert(high_water.lsn, high_water.clone());
         Ok(state_of(&s))
     }
 

@@ -56,6 +56,21 @@ pub(crate) async fn scan<S: WalStore>(
             why: format!("the store reports last lsn {last} but the scan ended at {prev}"),
         });
     }
+    // The last commit marker names a begin marker below the first stored
+    // record: the records recovery needs were lost (e.g. a missing segment).
+    // Trimming never removes the last committed checkpoint, so this is damage.
+    if let Some((commit, begin)) = tracker.orphan_commit {
+        if begin < first {
+            return Err(Error::Corrupt {
+                location: Location::Lsn(commit),
+                why: format!(
+                    "the last checkpoint commit names begin marker {begin}, below the first stored record {first}: records it needs are missing"
+                ),
+            });
+        }
+    }
+    // A checkpoint left open by a crash can never commit now.
+    tracker.open = None;
     Ok(tracker)
 }
 

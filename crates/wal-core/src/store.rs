@@ -96,8 +96,13 @@ pub trait WalStore: Send + Sync + 'static {
     /// it never removes a record at or above `lsn`.
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState>;
 
-    /// Durably removes every record above `lsn`.
-    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState>;
+    /// Durably removes every record above `lsn`, then appends `high_water`: a
+    /// [`RecordKind::Truncated`](crate::RecordKind::Truncated) marker whose Lsn
+    /// is above every record the store held. The marker keeps a reopened log
+    /// from handing out the cut Lsns again, so a store should make the cut and
+    /// the marker atomic: after a crash it must not come back with records
+    /// above `lsn` gone but `high_water` missing.
+    async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState>;
 
     /// Flushes and releases ownership. The store is not used afterwards.
     async fn close(&mut self) -> Result<()>;
@@ -137,8 +142,8 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState> {
         (**self).remove_before(lsn).await
     }
-    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
-        (**self).truncate_after(lsn).await
+    async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
+        (**self).truncate_after(lsn, high_water).await
     }
     async fn close(&mut self) -> Result<()> {
         (**self).close().await

@@ -140,6 +140,7 @@ impl Wal {
             max_batch_bytes: options.max_batch_bytes.min(max_append_bytes).max(1),
             max_batch_records: options.max_batch_records.max(1),
             deferred_cleanup: None,
+            recovery_floor: checkpoints.committed.map_or(Lsn::ZERO, |c| c.begin),
         };
         let task = if blocking {
             spawn_on_own_thread(controller.run())?

@@ -137,8 +137,8 @@ impl WalStore for Leased {
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState> {
         self.inner.remove_before(lsn).await
     }
-    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
-        self.inner.truncate_after(lsn).await
+    async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
+        self.inner.truncate_after(lsn, high_water).await
     }
     async fn close(&mut self) -> Result<()> {
         self.inner.close().await

@@ -60,3 +60,39 @@ async fn checkpoint_during_recovery_does_not_cut_the_stream() {
     assert_eq!(got, ["new-state", "after", "next"]);
     wal.close().await.expect("close");
 }
+
+/// An explicit trim while the recovery stream is live clamps to what the
+/// stream still reads, so the stream is never silently cut short.
+#[tokio::test]
+async fn trim_during_recovery_does_not_cut_the_stream() {
+    let store = MemStore::new();
+    let (wal, _) = Wal::open(store.clone(), WalOptions::default())
+        .await
+        .expect("open");
+    wal.append("d1").await.expect("append");
+    let mut cp = wal.begin_checkpoint().await.expect("begin");
+    for i in 0..5 {
+        cp.append(format!("old-state-{i}"))
+            .await
+            .expect("cp append");
+    }
+    cp.commit().await.expect("commit");
+    wal.append("d2").await.expect("append");
+    wal.close().await.expect("close");
+
+    let (wal, recovery) = Wal::open(store.clone(), WalOptions::default())
+        .await
+        .expect("reopen");
+    let mut cp = wal.begin_checkpoint().await.expect("begin");
+    cp.append("new-state").await.expect("cp append");
+    cp.commit().await.expect("commit");
+    wal.trim_before(Lsn::MAX).await.expect("trim");
+    let got: Vec<_> = recovery.map(|e| e.expect("entry")).collect().await;
+    let state = got
+        .iter()
+        .filter(|e| e.kind == EntryKind::Checkpoint)
+        .count();
+    let data = got.iter().filter(|e| e.kind == EntryKind::Data).count();
+    assert_eq!((state, data), (5, 1), "recovery stream complete: {got:?}");
+    wal.close().await.expect("close");
+}

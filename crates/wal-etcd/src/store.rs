@@ -507,8 +507,8 @@ impl WalStore for EtcdStore {
         self.abandon_on_error(r).await
     }
 
-    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
-        let r = self.truncate_after_inner(lsn).await;
+    async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
+        let r = self.truncate_after_inner(lsn, high_water).await;
         self.abandon_on_error(r).await
     }
 
@@ -673,10 +673,16 @@ impl EtcdStore {
         Err(Error::Closed)
     }
 
-    async fn truncate_after_inner(&mut self, lsn: Lsn) -> Result<StoreState> {
+    /// One fenced txn: delete everything above `lsn`, rewrite the pack that
+    /// straddles the cut, put the `high_water` marker and move head to it. So
+    /// the cut and the marker land together or not at all.
+    async fn truncate_after_inner(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
         let (etcd, owned) = self.owned()?;
         if owned.last.map_or(true, |l| l <= lsn) && owned.head <= lsn {
-            return Ok(owned.state());
+            return self
+                .append_inner(std::slice::from_ref(high_water))
+                .await
+                .map(|()| self.owned.as_ref().map(|o| o.state()).unwrap_or_default());
         }
         let keys = owned.keys.clone();
         let etcd = etcd.clone();
@@ -704,17 +710,30 @@ impl EtcdStore {
                 rewrite = pack.finish();
             }
         }
-        let new_last = match &rewrite {
-            Some((l, _)) => Some(*l),
-            None => read::last_lsn(&etcd, &keys, cut.clone()).await?,
-        };
         let Some(owned) = self.owned.as_ref() else {
             return Err(Error::Closed);
         };
-        let new_head = owned.head.min(lsn);
+        let mut marker_pack = PackBuilder::new();
+        marker_pack.push(high_water);
+        let Some((marker_lsn, marker_value)) = marker_pack.finish() else {
+            return Err(Error::InvalidArgument(
+                "empty high-water marker pack".into(),
+            ));
+        };
+        let new_head = marker_lsn;
+        // etcd refuses a txn that puts a key inside one of its delete ranges,
+        // so the record range is deleted on both sides of the marker's key
+        // (the marker's Lsn is above every stored record).
+        let marker_key = keys.record(marker_lsn);
+        let mut after_marker = marker_key.clone();
+        after_marker.push(0);
         let mut ops = vec![
             TxnOp::delete(
                 cut,
+                Some(DeleteOptions::new().with_range(marker_key.clone())),
+            ),
+            TxnOp::delete(
+                after_marker,
                 Some(DeleteOptions::new().with_range(keys.records_end())),
             ),
             TxnOp::delete(
@@ -725,6 +744,7 @@ impl EtcdStore {
         if let Some((l, value)) = rewrite {
             ops.push(TxnOp::put(keys.record(l), value.to_vec(), None));
         }
+        ops.push(TxnOp::put(marker_key, marker_value.to_vec(), None));
         ops.push(TxnOp::put(keys.head(), encode_head(new_head), None));
         let resp = etcd.txn("truncate", owned.fenced_txn(ops)).await?;
         if !resp.succeeded() {
@@ -735,10 +755,11 @@ impl EtcdStore {
         };
         o.head = new_head;
         o.head_rev = resp.header().map_or(o.head_rev, |h| h.revision());
-        o.last = new_last;
-        if new_last.is_none() {
-            o.first = None;
-        }
+        o.last = Some(marker_lsn);
+        o.first = match o.first {
+            Some(f) if f <= lsn => Some(f),
+            _ => Some(marker_lsn),
+        };
         Ok(o.state())
     }
 }

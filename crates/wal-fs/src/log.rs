@@ -442,23 +442,37 @@ impl SegmentLog {
 
     /// Durably removes every record above `lsn`: later segments are
     /// deleted newest first, the segment holding `lsn` is cut after it.
-    pub(crate) fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState, Error> {
+    /// Removes every record above `lsn` and appends `high_water` (the core's
+    /// `Truncated` marker). When the cut falls inside the last segment, the
+    /// kept part and the marker replace the segment in one rename, so a crash
+    /// leaves either the old log or the cut one with its marker. When whole
+    /// segments go, they are deleted newest first before that: a crash in
+    /// between leaves a shorter log without the marker.
+    pub(crate) fn truncate_after(
+        &mut self,
+        lsn: Lsn,
+        high_water: &Record,
+    ) -> Result<StoreState, Error> {
         self.mutate(|log| {
-            if log.last_lsn().map_or(true, |l| l <= lsn) {
-                return Ok(log.state());
-            }
-            log.active = None;
-            while log.segments.back().is_some_and(|s| s.first_lsn() > lsn) {
-                if let Some(seg) = log.segments.back() {
-                    log.io.remove_file(&seg.path)?;
-                    log.io.sync_dir(&log.dir)?;
-                }
-                log.segments.pop_back();
-            }
+            let mut marker_written = false;
             if log.last_lsn().is_some_and(|l| l > lsn) {
-                log.cut_last_segment(lsn)?;
+                log.active = None;
+                while log.segments.back().is_some_and(|s| s.first_lsn() > lsn) {
+                    if let Some(seg) = log.segments.back() {
+                        log.io.remove_file(&seg.path)?;
+                        log.io.sync_dir(&log.dir)?;
+                    }
+                    log.segments.pop_back();
+                }
+                if log.last_lsn().is_some_and(|l| l > lsn) {
+                    log.cut_last_segment(lsn, high_water)?;
+                    marker_written = true;
+                }
+                log.open_active()?;
             }
-            log.open_active()?;
+            if !marker_written {
+                log.append(std::slice::from_ref(high_water))?;
+            }
             Ok(log.state())
         })
     }
@@ -468,7 +482,9 @@ impl SegmentLog {
     /// batch must end with a batch-end flag, or recovery would drop it as
     /// incomplete: the segment is then rewritten under a temporary name and
     /// renamed into place, so a crash leaves either the old or the new file.
-    fn cut_last_segment(&mut self, lsn: Lsn) -> Result<(), Error> {
+    /// Cuts the last segment after `lsn` and ends it with `marker`, by
+    /// rewriting it under a temporary name and renaming it over the original.
+    fn cut_last_segment(&mut self, lsn: Lsn, marker: &Record) -> Result<(), Error> {
         let Some(seg) = self.segments.back() else {
             return Ok(());
         };
@@ -477,7 +493,6 @@ impl SegmentLog {
         let mut batch_start = SEGMENT_HEADER_LEN;
         let mut batch: Vec<Record> = Vec::new();
         let mut cut_end = SEGMENT_HEADER_LEN;
-        let mut last_kept = None;
         let mut payload = Vec::new();
         loop {
             let at = reader.pos();
@@ -487,7 +502,6 @@ impl SegmentLog {
                 FrameRead::Frame(h) if h.lsn > lsn => break,
                 FrameRead::Frame(h) => {
                     cut_end = reader.pos();
-                    last_kept = Some(h.lsn);
                     if h.batch_end() {
                         batch.clear();
                         batch_start = cut_end;
@@ -502,11 +516,9 @@ impl SegmentLog {
             }
         }
         drop(reader);
-        if batch.is_empty() {
-            let file = OpenOptions::new().write(true).open(&path)?;
-            self.io.set_len(&file, cut_end)?;
-            self.io.sync_data(&file)?;
-        } else {
+        // The kept part of a cut batch and the marker form the last batch.
+        batch.push(marker.clone());
+        {
             let tmp = tmp_path(&path);
             let src = File::open(&path)?;
             let dst = OpenOptions::new()
@@ -533,9 +545,10 @@ impl SegmentLog {
             self.io.rename(&tmp, &path)?;
             self.io.sync_dir(&self.dir)?;
         }
+        let new_end = batch_start + self.buf.len() as u64;
         if let Some(seg) = self.segments.back_mut() {
-            seg.last_lsn = last_kept;
-            seg.data_end = cut_end;
+            seg.last_lsn = Some(marker.lsn);
+            seg.data_end = new_end;
             seg.truncate_index(lsn);
         }
         debug!(path = %path.display(), %lsn, cut_end, "segment cut");

@@ -141,8 +141,8 @@ impl WalStore for FsStore {
         self.log()?.remove_before(lsn)
     }
 
-    async fn truncate_after(&mut self, lsn: Lsn) -> Result<StoreState> {
-        self.log()?.truncate_after(lsn)
+    async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
+        self.log()?.truncate_after(lsn, high_water)
     }
 
     async fn close(&mut self) -> Result<()> {

@@ -8,7 +8,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use wal_core::{Error, Location, Lsn, ReadLimit, Record, RecordKind, StoreState, WalStore};
+use wal_core::{
+    Error, Location, Lsn, ReadLimit, Record, RecordKind, StoreState, Wal, WalOptions, WalStore,
+};
 use wal_fs::{FsOptions, FsStore};
 
 const HEADER: u64 = 48;
@@ -299,4 +301,47 @@ async fn stale_frames_from_another_segment_never_read_as_valid() {
     let (mut s, st2) = reopen(tmp.path(), opts).await.unwrap();
     assert_eq!(st2, st);
     assert_eq!(all(&mut s).await, want);
+}
+
+/// A lost first segment that held the last committed checkpoint's begin
+/// marker is `Corrupt`, not a silently smaller recovery.
+#[tokio::test]
+async fn missing_segment_with_the_checkpoint_begin_is_corrupt() {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = FsOptions::default().segment_bytes(4096).preallocate(false);
+    let store = FsStore::new(dir.path().join("log"), opts.clone());
+    let (wal, _) = Wal::open(store, WalOptions::default()).await.unwrap();
+    for i in 0..50 {
+        wal.append(format!("pre-{i:04}-{}", "x".repeat(100)))
+            .await
+            .unwrap();
+    }
+    let mut cp = wal.begin_checkpoint().await.unwrap();
+    for i in 0..200 {
+        cp.append(format!("state-{i:04}-{}", "y".repeat(100)))
+            .await
+            .unwrap();
+        wal.sync().await.unwrap(); // a batch boundary, so segments can rotate
+    }
+    cp.commit().await.unwrap();
+    wal.append("after").await.unwrap();
+    wal.close().await.unwrap();
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 3, "{segs:?}");
+    std::fs::remove_file(&segs[0]).unwrap(); // holds the begin marker
+    let store = FsStore::new(dir.path().join("log"), opts);
+    match Wal::open(store, WalOptions::default()).await {
+        Err(Error::Corrupt { why, .. }) => assert!(why.contains("missing"), "{why}"),
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok((_wal, rec)) => {
+            let n = rec.count().await;
+            panic!("opened silently, recovering {n} entries");
+        }
+    }
 }

@@ -184,35 +184,40 @@ async fn truncate_after_across_segments_and_inside_a_batch() {
     let (mut s, _) = open(dir, small()).await;
     append_range(&mut s, 1..=300, 10).await;
     let n = segments(dir).len();
-    // Inside a batch (batches are 1..=10, 11..=20, ...), several segments back.
-    let st = s.truncate_after(Lsn(155)).await.unwrap();
-    assert_eq!(st, state(1, 155));
+    // Inside a batch (batches are 1..=10, 11..=20, ...), several segments
+    // back; the high-water marker ends the log in the same rewrite.
+    let st = s.truncate_after(Lsn(155), &marker(301, 155)).await.unwrap();
+    assert_eq!(st, state(1, 301));
     assert!(segments(dir).len() < n);
-    assert_eq!(
-        read_all(&mut s, 0).await,
-        (1..=155).map(rec).collect::<Vec<_>>()
-    );
-    // New appends land after the cut; the cut lsns are gone for good.
-    s.append(&[rec(301), rec(302)]).await.unwrap();
+    let mut want: Vec<Record> = (1..=155).map(rec).collect();
+    want.push(marker(301, 155));
+    assert_eq!(read_all(&mut s, 0).await, want);
+    // New appends land after the marker; the cut lsns are gone for good.
+    s.append(&[rec(302), rec(303)]).await.unwrap();
     s.close().await.unwrap();
     let (mut s, st) = open(dir, small()).await;
-    assert_eq!(st, state(1, 302));
-    let mut want: Vec<Record> = (1..=155).map(rec).collect();
-    want.extend([rec(301), rec(302)]);
+    assert_eq!(st, state(1, 303), "the marker survives a reopen");
+    want.extend([rec(302), rec(303)]);
     assert_eq!(read_all(&mut s, 0).await, want);
-    // At a batch end, at the last record (no-op), and down to nothing.
-    assert_eq!(s.truncate_after(Lsn(150)).await.unwrap(), state(1, 150));
-    assert_eq!(s.truncate_after(Lsn(150)).await.unwrap(), state(1, 150));
+    // At a batch end; at the last record (nothing cut, only the marker);
+    // and down to nothing (only the marker is left).
     assert_eq!(
-        s.truncate_after(Lsn(0)).await.unwrap(),
-        StoreState::default()
+        s.truncate_after(Lsn(150), &marker(304, 150)).await.unwrap(),
+        state(1, 304)
     );
-    assert!(segments(dir).is_empty());
+    assert_eq!(
+        s.truncate_after(Lsn(304), &marker(305, 304)).await.unwrap(),
+        state(1, 305)
+    );
+    assert_eq!(
+        s.truncate_after(Lsn(0), &marker(306, 0)).await.unwrap(),
+        state(306, 306)
+    );
     s.append(&[rec(500)]).await.unwrap();
     drop(s);
     let (mut s, st) = open(dir, small()).await;
-    assert_eq!(st, state(500, 500));
-    assert_eq!(read_all(&mut s, 0).await, vec![rec(500)]);
+    assert_eq!(st, state(306, 500));
+    assert_eq!(read_all(&mut s, 0).await, vec![marker(306, 0), rec(500)]);
 }
 
 #[tokio::test]
@@ -360,4 +365,9 @@ async fn store_is_usable_through_the_wal() {
         .await;
     assert_eq!(got, (0..200).collect::<Vec<_>>());
     wal.close().await.unwrap();
+}
+
+/// The core's `Truncated` high-water marker at `lsn` for a cut after `cut`.
+fn marker(lsn: u64, cut: u64) -> Record {
+    Record::new(Lsn(lsn), RecordKind::Truncated, cut.to_be_bytes().to_vec())
 }
