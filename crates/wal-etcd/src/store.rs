@@ -611,7 +611,10 @@ impl EtcdStore {
                     return Err(Error::Unavailable(format!(
                         "{}; txn {} of {n} of the append up to lsn {last} failed before its commit point, \
                          so none of it is committed",
-                        f.error,
+                        match &f.error {
+                            Error::Unavailable(why) => why.clone(),
+                            other => other.to_string(),
+                        },
                         i + 1
                     )))
                 }
