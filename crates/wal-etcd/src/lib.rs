@@ -151,5 +151,5 @@ mod store;
 pub use etcd_client;
 pub use options::{Acquire, EtcdLimits, EtcdOptions};
 pub use owner::{FencingToken, OwnerInfo};
-pub use reader::EtcdReader;
+pub use reader::{EtcdReader, KeyProblem, ScanReport};
 pub use store::EtcdStore;

@@ -11,6 +11,8 @@
 //! walctl --dir DIR tail [-n N] [-f]        follow new entries (polls, no lock)
 //! walctl bench fs --writers N --size B --count N [--compare]
 //! walctl bench recovery --recovery-bytes 256MiB
+//! walctl --endpoints URLS --name N inspect|dump|verify|tail     the same on etcd
+//! walctl --endpoints URLS bench etcd --writers N [--compare]
 //! ```
 //!
 //! Every command prints human-readable text by default and JSON with
@@ -18,8 +20,11 @@
 //! are one line on stderr and exit code 1; usage errors exit 2.
 //!
 //! The backend is chosen by the target flags: `--dir` for a local directory
-//! (wal-fs); `--endpoints`/`--prefix`/`--name` (with TLS and auth flags) for
-//! etcd, which this build reports as not built until `wal-etcd` is wired in.
+//! (wal-fs); `--endpoints`/`--prefix`/`--name` (with `--cacert`, `--cert`,
+//! `--key`, `--user` and the password in `WALCTL_ETCD_PASSWORD`) for etcd
+//! (wal-etcd). On etcd every command reads through `EtcdReader`: it needs no
+//! ownership and changes nothing; `repair` is refused (the owner repairs an
+//! etcd log when it opens it, and walctl never takes ownership).
 
 mod bench;
 mod cmd;

@@ -1,14 +1,18 @@
 //! Which log a command works on: the backend flags.
 //!
-//! `--dir` selects the file backend. The etcd flags are parsed now so that
-//! scripts and help text are stable; an etcd target fails with a clear
-//! "etcd support not built" until `wal-etcd` is wired in behind the `etcd`
-//! feature.
+//! `--dir` selects the file backend; `--endpoints` (with `--name`, and
+//! optionally `--prefix` and the TLS / auth flags) selects etcd. The etcd
+//! password is read from `WALCTL_ETCD_PASSWORD` only, and no credential is
+//! ever printed (`EtcdOptions`' `Debug` redacts them).
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use wal_etcd::{etcd_client, EtcdOptions};
+
+/// Environment variable holding the etcd password for `--user`.
+pub const PASSWORD_ENV: &str = "WALCTL_ETCD_PASSWORD";
 
 /// Target flags, global to every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -27,8 +31,10 @@ pub struct TargetArgs {
     )]
     pub endpoints: Vec<String>,
 
-    /// etcd key prefix the logs live under.
-    #[arg(long, global = true, value_name = "PREFIX", default_value = "/wal")]
+    /// etcd key prefix the logs live under, exactly as the application's
+    /// `EtcdOptions::prefix` (keys are `{PREFIX}{NAME}/...`, so it usually
+    /// ends in `/`).
+    #[arg(long, global = true, value_name = "PREFIX", default_value = "/wal/")]
     pub prefix: String,
 
     /// Name of the log under the prefix.
@@ -58,6 +64,8 @@ pub struct TargetArgs {
 pub enum Target {
     /// A local directory.
     Dir(PathBuf),
+    /// A log on etcd (boxed: the options are large).
+    Etcd(Box<EtcdOptions>),
 }
 
 impl TargetArgs {
@@ -67,9 +75,97 @@ impl TargetArgs {
             return Ok(Target::Dir(dir.clone()));
         }
         if !self.endpoints.is_empty() {
-            bail!("etcd support not built: this walctl was built without the `etcd` feature (use --dir for a local log)");
+            let Some(name) = &self.name else {
+                bail!("an etcd log needs --name NAME (the log's name under --prefix)");
+            };
+            return Ok(Target::Etcd(Box::new(self.etcd_options(name)?)));
         }
         bail!("no log given: pass --dir DIR (or --endpoints URLS --name NAME for etcd)")
+    }
+
+    /// etcd options for the log `name` from the endpoint, prefix, TLS and
+    /// auth flags (also used by `bench etcd`, which picks its own name).
+    pub fn etcd_options(&self, name: &str) -> Result<EtcdOptions> {
+        let endpoints = self.etcd_endpoints()?;
+        let mut o = EtcdOptions::new(endpoints, name).prefix(self.prefix.clone());
+        if let Some((user, password)) = self.credentials()? {
+            o = o.user(user, password);
+        }
+        if let Some(tls) = self.tls()? {
+            o = o.tls(tls);
+        }
+        Ok(o)
+    }
+
+    /// The endpoints, `http://` added where no scheme is given.
+    pub fn etcd_endpoints(&self) -> Result<Vec<String>> {
+        let endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect();
+        if endpoints.is_empty() {
+            bail!("no etcd endpoints: pass --endpoints URL[,URL...]");
+        }
+        Ok(endpoints)
+    }
+
+    /// `--user` and its password from the environment.
+    fn credentials(&self) -> Result<Option<(String, String)>> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        let password = std::env::var(PASSWORD_ENV).with_context(|| {
+            format!("--user {user} needs the password in the {PASSWORD_ENV} environment variable")
+        })?;
+        Ok(Some((user.clone(), password)))
+    }
+
+    /// TLS settings, if any endpoint is `https://` or a TLS flag is given.
+    fn tls(&self) -> Result<Option<etcd_client::TlsOptions>> {
+        let https = self
+            .endpoints
+            .iter()
+            .any(|e| e.trim().starts_with("https://"));
+        if !(https || self.cacert.is_some() || self.cert.is_some()) {
+            return Ok(None);
+        }
+        let mut tls = etcd_client::TlsOptions::new();
+        if let Some(ca) = &self.cacert {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading --cacert {}", ca.display()))?;
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let c = std::fs::read(cert)
+                .with_context(|| format!("reading --cert {}", cert.display()))?;
+            let k =
+                std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
+            tls = tls.identity(etcd_client::Identity::from_pem(c, k));
+        }
+        Ok(Some(tls))
+    }
+
+    /// Plain etcd-client connect options with the same TLS and auth, for
+    /// clients that are not a log (the raw-put peer of `bench etcd`).
+    pub fn etcd_connect_options(&self) -> Result<etcd_client::ConnectOptions> {
+        let mut o = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(std::time::Duration::from_secs(3));
+        if let Some((user, password)) = self.credentials()? {
+            o = o.with_user(user, password);
+        }
+        if let Some(tls) = self.tls()? {
+            o = o.with_tls(tls);
+        }
+        Ok(o)
     }
 
     /// The directory, for commands that exist only for the file backend.
@@ -81,6 +177,7 @@ impl TargetArgs {
                 }
                 Ok(d)
             }
+            Target::Etcd(_) => bail!("this command works on a log directory only (--dir DIR)"),
         }
     }
 }

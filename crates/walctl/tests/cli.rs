@@ -465,19 +465,20 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     let o = run(&["inspect"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--dir"));
+    // etcd: nothing listens on port 1; one line, exit 1.
     let o = run(&[
         "--endpoints",
-        "http://127.0.0.1:2379",
+        "http://127.0.0.1:1",
         "--name",
         "x",
         "inspect",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("etcd support not built"),
-        "{}",
-        stderr(&o)
-    );
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("unavailable"), "{}", stderr(&o));
+    let o = run(&["--endpoints", "http://127.0.0.1:1", "inspect"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--name"), "{}", stderr(&o));
     let o = run(&["--dir", "/tmp", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }

@@ -6,6 +6,9 @@
 //!   preallocated file, `pwrite` + `fdatasync` per entry (the hardware limit
 //!   for one durable write at a time; the same baseline whatever N is), and
 //!   (b) okaywal with N threads, each entry committed (`EntryWriter::commit`).
+//! - `bench etcd`: N tasks append to one Wal on etcd, each append awaited
+//!   until committed; `--compare` also runs N etcd clients doing raw single
+//!   puts against the same etcd (see [`etcd`]).
 //! - `bench recovery`: writes a log, then times `Wal::open` plus draining the
 //!   recovery stream against a raw sequential read of the same files, and
 //!   reports the peak RSS of the recovery phase.
@@ -13,6 +16,7 @@
 //! Benchmark files go into a fresh directory under `--dir` (default: the
 //! system temp directory), removed afterwards.
 
+mod etcd;
 mod fs;
 mod okaywal_peer;
 mod raw;
@@ -21,7 +25,7 @@ mod stats;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 
 use crate::target::TargetArgs;
@@ -33,8 +37,8 @@ pub enum BenchCommand {
     Fs(fs::Args),
     /// Recovery (open + replay) speed against a raw sequential read.
     Recovery(recovery::Args),
-    /// Append throughput against etcd (needs the `etcd` feature).
-    Etcd,
+    /// Append throughput on etcd (--endpoints), against raw single puts.
+    Etcd(etcd::Args),
 }
 
 /// Runs a benchmark.
@@ -42,9 +46,7 @@ pub fn run(target: &TargetArgs, json: bool, cmd: BenchCommand) -> Result<u8> {
     match cmd {
         BenchCommand::Fs(a) => fs::run(&work_dir(target)?, json, &a),
         BenchCommand::Recovery(a) => recovery::run(&work_dir(target)?, json, &a),
-        BenchCommand::Etcd => {
-            bail!("etcd support not built: this walctl was built without the `etcd` feature")
-        }
+        BenchCommand::Etcd(a) => etcd::run(target, json, &a),
     }
 }
 

@@ -1,18 +1,19 @@
 //! `walctl dump`: the records in an Lsn range, markers included.
 //!
 //! Reads with [`LogReader`] (no lock, nothing repaired), so it works on a
-//! live log; it shows complete append batches only.
+//! live log; it shows complete append batches only. On etcd it reads with
+//! `EtcdReader` (committed records only, no ownership needed).
 
 use std::io::{self, Write};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use wal_core::Lsn;
+use wal_core::{Lsn, RecordKind};
 use wal_fs::inspect::{LogReader, ReadRecord};
 
 use crate::{
     output::{self, PayloadFormat},
-    target::TargetArgs,
+    target::{Target, TargetArgs},
 };
 
 /// `dump` flags.
@@ -44,10 +45,12 @@ pub struct RecordJson<'a> {
     pub len: usize,
     /// The payload, as `--format` says.
     pub payload: String,
-    /// Where: segment file name and frame offset.
-    pub file: &'a str,
-    /// Byte offset of the frame in the file.
-    pub offset: u64,
+    /// Where: segment file name (file backend only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<&'a str>,
+    /// Byte offset of the frame in the file (file backend only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// Prints one record in the chosen style.
@@ -65,26 +68,52 @@ pub fn print_record(
         .path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let text = output::payload_text(&r.payload, format);
+    print_parts(
+        out,
+        r.lsn,
+        r.kind,
+        &r.payload,
+        Some((&name, r.offset)),
+        json,
+        format,
+    )
+}
+
+/// Prints one record from its parts; `at` is the file name and offset
+/// where the file backend found it (none for etcd).
+pub fn print_parts(
+    out: &mut impl Write,
+    lsn: Lsn,
+    kind: RecordKind,
+    payload: &[u8],
+    at: Option<(&str, u64)>,
+    json: bool,
+    format: PayloadFormat,
+) -> Result<()> {
+    if format == PayloadFormat::Raw {
+        out.write_all(payload).context("writing to stdout")?;
+        return Ok(());
+    }
+    let text = output::payload_text(payload, format);
     if json {
         output::json_line(
             out,
             &RecordJson {
-                lsn: r.lsn.get(),
-                kind: r.kind.name(),
-                len: r.payload.len(),
+                lsn: lsn.get(),
+                kind: kind.name(),
+                len: payload.len(),
                 payload: text,
-                file: &name,
-                offset: r.offset,
+                file: at.map(|(f, _)| f),
+                offset: at.map(|(_, o)| o),
             },
         )
     } else {
         writeln!(
             out,
             "{:>10} {:<17} {:>8}  {}",
-            r.lsn,
-            r.kind.name(),
-            r.payload.len(),
+            lsn,
+            kind.name(),
+            payload.len(),
             text
         )
         .context("writing to stdout")
@@ -95,6 +124,9 @@ pub fn print_record(
 pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
     if json && args.format == PayloadFormat::Raw {
         bail!("--format raw cannot be combined with --json (use hex or utf8)");
+    }
+    if let Target::Etcd(options) = target.resolve()? {
+        return crate::cmd::etcd::dump(*options, json, args);
     }
     let dir = target.dir()?;
     let to = Lsn(args.to.unwrap_or(u64::MAX));

@@ -70,17 +70,30 @@ pub struct Report {
     problems: Vec<String>,
 }
 
+/// Follows checkpoint markers the way recovery does (shared with etcd).
 #[derive(Default)]
-struct Tracker {
+pub struct Tracker {
     open: Option<CheckpointRow>,
-    cps: Checkpoints,
-    data: u64,
-    cp_entries: u64,
-    markers: u64,
+    /// Checkpoints so far.
+    pub cps: Checkpoints,
+    /// Data entries.
+    pub data: u64,
+    /// Checkpoint entries.
+    pub cp_entries: u64,
+    /// Core markers.
+    pub markers: u64,
 }
 
 impl Tracker {
-    fn record(&mut self, lsn: Lsn, kind: RecordKind, payload: &[u8]) {
+    /// Ends the scan: a checkpoint still open is unfinished.
+    pub fn finish(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.cps.unfinished.push(o);
+        }
+    }
+
+    /// Feeds one record.
+    pub fn record(&mut self, lsn: Lsn, kind: RecordKind, payload: &[u8]) {
         let target = <[u8; 8]>::try_from(payload).map(u64::from_be_bytes).ok();
         match kind {
             RecordKind::Data => self.data += 1,
@@ -122,7 +135,10 @@ impl Tracker {
 }
 
 /// Runs `inspect`.
-pub fn run(target: &TargetArgs, json: bool, _args: &Args) -> Result<u8> {
+pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
+    if let crate::target::Target::Etcd(options) = target.resolve()? {
+        return crate::cmd::etcd::inspect(*options, json, args);
+    }
     let dir = target.dir()?;
     let mut t = Tracker::default();
     let log = verify(&dir, &mut |ev| {
@@ -131,9 +147,7 @@ pub fn run(target: &TargetArgs, json: bool, _args: &Args) -> Result<u8> {
         }
     })
     .with_context(|| format!("reading {}", dir.display()))?;
-    if let Some(o) = t.open.take() {
-        t.cps.unfinished.push(o);
-    }
+    t.finish();
     let segments: Vec<SegmentRow> = log
         .segments
         .iter()
@@ -213,7 +227,19 @@ fn print_human(r: &Report) {
         output::size(r.data_bytes),
         output::size(r.file_bytes)
     );
-    let c = &r.checkpoints;
+    print_checkpoints(&r.checkpoints);
+    if r.problems.is_empty() {
+        println!("problems: none");
+    } else {
+        println!("problems: {} (see `walctl verify`)", r.problems.len());
+        for p in &r.problems {
+            println!("  {p}");
+        }
+    }
+}
+
+/// The checkpoint lines of the human output.
+pub fn print_checkpoints(c: &Checkpoints) {
     println!(
         "checkpoints: {} committed, {} aborted, {} unfinished",
         c.committed.len(),
@@ -246,13 +272,5 @@ fn print_human(r: &Report) {
             opt(u.end),
             u.begin
         );
-    }
-    if r.problems.is_empty() {
-        println!("problems: none");
-    } else {
-        println!("problems: {} (see `walctl verify`)", r.problems.len());
-        for p in &r.problems {
-            println!("  {p}");
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The log subcommands (everything but `bench`).
 
 pub mod dump;
+pub mod etcd;
 pub mod inspect;
 pub mod repair;
 pub mod tail;

@@ -41,6 +41,9 @@ struct RepairJson {
 
 /// Runs `repair`.
 pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
+    if let crate::target::Target::Etcd(options) = target.resolve()? {
+        return crate::cmd::etcd::repair(*options, json, args);
+    }
     let dir = target.dir()?;
     let plan = repair(&dir, args.yes).with_context(|| format!("repairing {}", dir.display()))?;
     if json {

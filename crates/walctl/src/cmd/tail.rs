@@ -66,6 +66,9 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
     if json && args.format == PayloadFormat::Raw {
         bail!("--format raw cannot be combined with --json (use hex or utf8)");
     }
+    if let crate::target::Target::Etcd(options) = target.resolve()? {
+        return crate::cmd::etcd::tail(*options, json, args);
+    }
     let dir = target.dir()?;
     let stdout = io::stdout();
     let mut out = stdout.lock();

@@ -45,6 +45,9 @@ struct VerifyJson {
 
 /// Runs `verify`.
 pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
+    if let crate::target::Target::Etcd(options) = target.resolve()? {
+        return crate::cmd::etcd::verify(*options, json, args);
+    }
     let dir = target.dir()?;
     let total: u64 = std::fs::read_dir(&dir)
         .with_context(|| format!("listing {}", dir.display()))?

@@ -1,0 +1,339 @@
+//! End-to-end tests of the `walctl` binary on etcd: logs written through
+//! wal-core + wal-etcd on a real etcd (a container started by
+//! testcontainers from `WAL_ETCD_IMAGE`, or `WAL_ETCD_ENDPOINTS`), then read
+//! by the binary. Docker or the image missing fails the tests (loudly under
+//! `CI=true`), never skips them. Nothing sleeps to let things settle:
+//! everything waits on a condition with a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+// The etcd container plumbing of wal-etcd's own tests, reused as is.
+#[path = "../../wal-etcd/tests/support/mod.rs"]
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use wal_core::{Lsn, Wal, WalOptions};
+use wal_etcd::{EtcdOptions, EtcdStore};
+
+/// A log of its own: a unique prefix per test.
+struct Log {
+    endpoints: Vec<String>,
+    prefix: String,
+    name: String,
+}
+
+impl Log {
+    async fn new(tag: &str) -> Log {
+        Log {
+            endpoints: support::shared_endpoints().await,
+            prefix: format!("/{}/", support::unique(tag)),
+            name: "log".into(),
+        }
+    }
+
+    fn options(&self) -> EtcdOptions {
+        support::options(&self.endpoints, &self.prefix, &self.name)
+    }
+
+    /// The target flags for walctl.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--endpoints".into(),
+            self.endpoints.join(","),
+            "--prefix".into(),
+            self.prefix.clone(),
+            "--name".into(),
+            self.name.clone(),
+        ]
+    }
+
+    /// Runs walctl on this log (off the async runtime's threads).
+    async fn walctl(&self, args: &[&str]) -> Output {
+        let mut all = self.args();
+        all.extend(args.iter().map(|s| s.to_string()));
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_walctl"))
+                .args(&all)
+                .env_remove("WALCTL_ETCD_ENDPOINTS")
+                .output()
+                .expect("running walctl")
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes data entries `entry-<i>`, a committed checkpoint, and more data;
+/// returns the Wal (still open: it owns the log) and every data Lsn's
+/// payload.
+async fn write_log(log: &Log, n: u64) -> (Wal, BTreeMap<u64, String>) {
+    let (wal, _) = Wal::open(EtcdStore::new(log.options()), WalOptions::default())
+        .await
+        .unwrap();
+    let mut data = BTreeMap::new();
+    for i in 1..=n {
+        let p = format!("entry-{i}");
+        let lsn = wal.append(p.clone().into_bytes()).await.unwrap();
+        data.insert(lsn.get(), p);
+    }
+    let mut cp = wal.begin_checkpoint().await.unwrap();
+    cp.append(b"state-1".to_vec()).await.unwrap();
+    cp.commit().await.unwrap();
+    for i in 1..=3 {
+        let p = format!("after-{i}");
+        let lsn = wal.append(p.clone().into_bytes()).await.unwrap();
+        data.insert(lsn.get(), p);
+    }
+    (wal, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_dump_verify_and_repair_on_a_live_log() {
+    let log = Log::new("walctl-inspect").await;
+    let (wal, data) = write_log(&log, 20).await;
+    let head = wal.last_lsn().unwrap().get();
+    let owner_id = {
+        let reader = wal_etcd::EtcdReader::connect(log.options()).await.unwrap();
+        reader.owner().await.unwrap().expect("the wal owns the log")
+    };
+
+    // inspect: owner, head, checkpoints.
+    let o = log.walctl(&["--json", "inspect"]).await;
+    assert!(o.status.success(), "inspect failed: {}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["backend"], "etcd");
+    assert_eq!(v["head"], head);
+    assert_eq!(v["last_lsn"], head);
+    assert_eq!(v["owner"]["writer_id"], owner_id.writer_id.as_str());
+    assert_eq!(v["owner"]["lease_id"], owner_id.lease);
+    let ttl = v["owner"]["ttl_seconds"].as_u64().expect("a live lease");
+    assert!((1..=10).contains(&ttl), "ttl {ttl}");
+    assert!(v["record_keys"].as_u64().unwrap() >= 1);
+    assert_eq!(v["checkpoints"]["committed"].as_array().unwrap().len(), 1);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    let o = log.walctl(&["inspect"]).await;
+    assert!(o.status.success(), "inspect failed: {}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!("owner: writer {}", owner_id.writer_id)),
+        "{text}"
+    );
+    assert!(text.contains(&format!("head: lsn {head}")), "{text}");
+    assert!(text.contains("lease TTL left"), "{text}");
+
+    // dump --json: every dumped data record is what was appended at its
+    // Lsn, and at least the data after the checkpoint is there (the commit
+    // may have trimmed what came before).
+    let o = log.walctl(&["--json", "dump", "--format", "utf8"]).await;
+    assert!(o.status.success(), "dump failed: {}", stderr(&o));
+    let mut seen = BTreeMap::new();
+    let mut kinds = Vec::new();
+    for line in stdout(&o).lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        kinds.push(r["kind"].as_str().unwrap().to_string());
+        if r["kind"] == "data" {
+            seen.insert(
+                r["lsn"].as_u64().unwrap(),
+                r["payload"].as_str().unwrap().to_string(),
+            );
+        }
+        assert!(r.get("file").is_none(), "no file field on etcd: {line}");
+    }
+    for (lsn, p) in &seen {
+        assert_eq!(data.get(lsn), Some(p), "lsn {lsn}");
+    }
+    for i in 1..=3 {
+        assert!(
+            seen.values().any(|p| *p == format!("after-{i}")),
+            "{seen:?}"
+        );
+    }
+    assert!(kinds.iter().any(|k| k == "checkpoint"), "{kinds:?}");
+    let o = log
+        .walctl(&["dump", "--format", "utf8", "--entries-only"])
+        .await;
+    assert!(o.status.success());
+    assert!(stdout(&o).lines().last().unwrap().ends_with("after-3"));
+
+    // verify: clean.
+    let o = log.walctl(&["verify"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("ok: no problems"));
+
+    // repair: refused, one clear line, nothing changed.
+    let o = log.walctl(&["repair", "--yes"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("never takes ownership"), "{err}");
+    assert!(err.contains("next owner"), "{err}");
+    // The writer still owns the log and can append.
+    wal.append(b"still-mine".to_vec()).await.unwrap();
+    wal.close().await.unwrap();
+
+    // After close: no owner.
+    let o = log.walctl(&["--json", "inspect"]).await;
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["owner"].is_null(), "{v}");
+    assert_eq!(v["head"], head + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_corrupt_and_uncommitted_keys() {
+    let log = Log::new("walctl-verify").await;
+    let (wal, _) = write_log(&log, 5).await;
+    let head = wal.last_lsn().unwrap().get();
+    wal.close().await.unwrap();
+    let mut c = support::operator(&log.endpoints).await;
+
+    // A key above the head: an append that never committed. Exit 3.
+    let above = format!("{}{}/r/{:020}", log.prefix, log.name, head + 7);
+    c.put(above.clone(), b"half an append".to_vec(), None)
+        .await
+        .unwrap();
+    let o = log.walctl(&["verify"]).await;
+    assert_eq!(o.status.code(), Some(3), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("next owner deletes them"),
+        "{}",
+        stdout(&o)
+    );
+    let o = log.walctl(&["--json", "inspect"]).await;
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["uncommitted_record_keys"], 1);
+    c.delete(above, None).await.unwrap();
+
+    // A committed key with a flipped byte: exit 4, the key named.
+    let resp = c
+        .get(
+            format!("{}{}/r/", log.prefix, log.name),
+            Some(wal_etcd::etcd_client::GetOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    let kv = resp.kvs().last().unwrap();
+    let key = kv.key_str().unwrap().to_string();
+    let mut value = kv.value().to_vec();
+    value[3] ^= 0x40;
+    c.put(key.clone(), value, None).await.unwrap();
+    let o = log.walctl(&["verify"]).await;
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(&key), "{}", stdout(&o));
+    assert!(stdout(&o).contains("checksum"), "{}", stdout(&o));
+    let o = log.walctl(&["--json", "verify"]).await;
+    assert_eq!(o.status.code(), Some(4));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["status"], "corrupt");
+    assert_eq!(v["problems"][0]["key"], key.as_str());
+}
+
+/// Waits (with a deadline) for the JSON line whose payload is `want`;
+/// returns its Lsn.
+async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("tail -f never printed {want}"))
+            .unwrap_or_else(|| panic!("tail -f exited before printing {want}"));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        if v["payload"] == want {
+            return v["lsn"].as_u64().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follow_sees_an_entry_appended_after_it_started() {
+    let log = Log::new("walctl-tail").await;
+    let (wal, _) = Wal::open(EtcdStore::new(log.options()), WalOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=3 {
+        wal.append(format!("early-{i}").into_bytes()).await.unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walctl"))
+        .args(log.args())
+        .args(["--json", "tail", "-f", "--format", "utf8"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The existing entries first (so the tail is running) ...
+    assert_eq!(wait_for(&mut rx, "early-3").await, 3);
+    // ... then one appended now arrives through the watch.
+    let lsn = wal.append(b"late".to_vec()).await.unwrap();
+    assert_eq!(wait_for(&mut rx, "late").await, lsn.get());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wal.close().await.unwrap();
+    assert_eq!(lsn, Lsn(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_etcd_prints_json_and_cleans_up() {
+    let log = Log::new("walctl-bench").await;
+    let o = log
+        .walctl(&[
+            "--json",
+            "bench",
+            "etcd",
+            "--count",
+            "40",
+            "--writers",
+            "4",
+            "--compare",
+        ])
+        .await;
+    assert!(o.status.success(), "bench failed: {}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["benchmark"], "etcd");
+    assert_eq!(v["writers"], 4);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["system"], "wal-etcd");
+    assert_eq!(rows[1]["system"], "raw-put");
+    for r in rows {
+        assert_eq!(r["entries"], 40);
+        assert!(r["entries_per_sec"].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["ratios"]["wal_vs_raw"].as_f64().unwrap() > 0.0);
+    // Every key it wrote is gone.
+    let mut c = support::operator(&log.endpoints).await;
+    let left = c
+        .get(
+            log.prefix.as_str(),
+            Some(
+                wal_etcd::etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0);
+}
