@@ -6,7 +6,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
@@ -169,8 +169,6 @@ pub(crate) struct Controller<S> {
     pub deferred_cleanup: Option<Lsn>,
     /// The lowest Lsn the recovery stream reads (its checkpoint's begin).
     pub recovery_floor: Lsn,
-    /// How long to poll for the next op before sleeping (dedicated thread only).
-    pub spin: Duration,
 }
 
 impl<S: WalStore> Controller<S> {
@@ -208,22 +206,6 @@ impl<S: WalStore> Controller<S> {
     /// Waits for the next op, or poisons the Wal if the store reports that it
     /// lost the right to write.
     async fn next_op(&mut self) -> Option<Op> {
-        if !self.spin.is_zero() {
-            // Only on the controller's own thread: a busy wait here stalls
-            // nothing else.
-            let started = Instant::now();
-            loop {
-                match self.rx.try_recv() {
-                    Ok(op) => return Some(op),
-                    Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                    Err(mpsc::error::TryRecvError::Empty) => {}
-                }
-                if started.elapsed() >= self.spin {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-        }
         match self.failure.as_mut() {
             None => self.rx.recv().await,
             Some(signal) => {

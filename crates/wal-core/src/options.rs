@@ -21,12 +21,6 @@ pub struct WalOptions {
     /// Payload bytes per read request during recovery and `read_from`.
     /// Default: 4 MiB.
     pub read_chunk_bytes: usize,
-    /// For stores with blocking I/O (whose controller has a thread of its
-    /// own): after a batch, the controller polls the op list this long before
-    /// it sleeps, so a writer that appends again right after its completion
-    /// is picked up without a thread wake-up. Costs up to this much CPU per
-    /// idle moment. Default: 50 µs; zero disables it.
-    pub spin_before_park: std::time::Duration,
 }
 
 impl Default for WalOptions {
@@ -38,7 +32,6 @@ impl Default for WalOptions {
             max_queued_bytes: 64 << 20,
             read_chunk_records: 1024,
             read_chunk_bytes: 4 << 20,
-            spin_before_park: std::time::Duration::from_micros(50),
         }
     }
 }
@@ -62,11 +55,6 @@ impl WalOptions {
     /// Sets [`max_queued_bytes`](Self::max_queued_bytes).
     pub fn max_queued_bytes(mut self, v: usize) -> Self {
         self.max_queued_bytes = v;
-        self
-    }
-    /// Sets [`spin_before_park`](Self::spin_before_park).
-    pub fn spin_before_park(mut self, v: std::time::Duration) -> Self {
-        self.spin_before_park = v;
         self
     }
     /// Sets both read chunk bounds.

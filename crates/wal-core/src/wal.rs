@@ -141,11 +141,6 @@ impl Wal {
             max_batch_records: options.max_batch_records.max(1),
             deferred_cleanup: None,
             recovery_floor: checkpoints.committed.map_or(Lsn::ZERO, |c| c.begin),
-            spin: if blocking {
-                options.spin_before_park
-            } else {
-                std::time::Duration::ZERO
-            },
         };
         let task = if blocking {
             spawn_on_own_thread(controller.run())?
