@@ -78,6 +78,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sigpipe::reset();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => cmd::inspect::run(&cli.target, cli.json, &a),

@@ -4,9 +4,15 @@
 //! nothing. With `--yes` it takes the directory lock (it fails if a writer
 //! has the log open), scans again under the lock and cuts.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use serde::Serialize;
-use wal_fs::inspect::{repair, RepairAction};
+use wal_core::{Lsn, Record, RecordKind, WalStore};
+use wal_fs::{
+    inspect::{repair, RepairAction},
+    FsOptions, FsStore,
+};
 
 use crate::{output, target::TargetArgs};
 
@@ -35,6 +41,9 @@ struct RepairJson {
     applied: bool,
     actions: Vec<ActionJson>,
     keep_last_lsn: Option<u64>,
+    /// Lsn of the `truncated` marker written after the cut, so that the cut
+    /// Lsns are never handed out again.
+    high_water_lsn: Option<u64>,
     lost_records: u64,
     problems: Vec<String>,
 }
@@ -46,6 +55,20 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
     }
     let dir = target.dir()?;
     let plan = repair(&dir, args.yes).with_context(|| format!("repairing {}", dir.display()))?;
+    // The highest Lsn a reader or writer may have seen: the cut must not let
+    // the next writer hand out the Lsns it removed.
+    let kept = plan.keep_last_lsn.unwrap_or(Lsn::ZERO);
+    let high_water = plan
+        .report
+        .last_lsn()
+        .filter(|seen| *seen > kept)
+        .map(Lsn::next);
+    if plan.applied {
+        if let Some(hw) = high_water {
+            write_high_water(&dir, hw, kept)
+                .with_context(|| format!("writing the high-water marker in {}", dir.display()))?;
+        }
+    }
     if json {
         output::json_pretty(&RepairJson {
             dir: dir.display().to_string(),
@@ -80,6 +103,7 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
                 })
                 .collect(),
             keep_last_lsn: plan.keep_last_lsn.map(|l| l.get()),
+            high_water_lsn: high_water.map(|l| l.get()),
             lost_records: plan.lost_records,
             problems: plan
                 .report
@@ -117,13 +141,48 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
     }
     if plan.lost_records > 0 {
         println!(
-            "{} {} readable records after the damage (acknowledged entries); their lsns will be handed out again",
-            if plan.applied { "removed" } else { "WARNING: would remove" },
+            "{} {} readable records after the damage (acknowledged entries)",
+            if plan.applied {
+                "removed"
+            } else {
+                "WARNING: would remove"
+            },
             plan.lost_records
+        );
+    }
+    if let Some(hw) = high_water {
+        println!(
+            "{} a high-water marker at lsn {hw}, so the cut lsns are never handed out again",
+            if plan.applied { "wrote" } else { "would write" }
         );
     }
     if !plan.applied {
         println!("dry run: nothing changed; run again with --yes to cut");
     }
     Ok(0)
+}
+
+/// Appends the core's `truncated` marker at `high_water` (payload: the cut
+/// point), as `Wal::truncate_after` does, to the repaired log.
+fn write_high_water(dir: &Path, high_water: Lsn, kept: Lsn) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting a runtime")?;
+    rt.block_on(async {
+        let mut store = FsStore::new(dir, FsOptions::default());
+        let state = store.open().await.context("opening the repaired log")?;
+        if state.last_lsn.map_or(true, |last| last < high_water) {
+            let marker = Record::new(
+                high_water,
+                RecordKind::Truncated,
+                kept.get().to_be_bytes().to_vec(),
+            );
+            store
+                .append(std::slice::from_ref(&marker))
+                .await
+                .context("appending the marker")?;
+        }
+        store.close().await.context("closing the repaired log")?;
+        anyhow::Ok(())
+    })
 }
