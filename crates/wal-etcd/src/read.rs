@@ -5,7 +5,7 @@
 //! that has not reached its commit point (or never will) are never seen.
 
 use bytes::Bytes;
-use etcd_client::{GetOptions, SortOrder, SortTarget};
+use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget};
 use wal_core::{Lsn, ReadLimit, Record, Result};
 
 use crate::{
@@ -41,24 +41,14 @@ pub(crate) async fn read_committed(
     let page = (limits.read_bytes / limits.pack_bytes.max(1))
         .clamp(1, 1024)
         .min(limit.max_records.max(1)) as i64;
-    let mut start = keys.record(from);
+    let mut start = Some(keys.record(from));
     let mut bytes = 0usize;
     let full = |out: &Vec<Record>, bytes: usize| {
         out.len() >= limit.max_records || (!out.is_empty() && bytes >= limit.max_bytes)
     };
-    loop {
-        let mut resp = etcd
-            .get(
-                "read records",
-                start.clone(),
-                Some(GetOptions::new().with_range(end.clone()).with_limit(page)),
-            )
-            .await?;
-        let more = resp.more();
-        let kvs = resp.take_kvs();
-        let Some(last_key) = kvs.last().map(|kv| kv.key().to_vec()) else {
-            break;
-        };
+    while let Some(from_key) = start.take() {
+        let (kvs, next) = range_page(etcd, "read records", from_key, &end, page, 0).await?;
+        start = next;
         for kv in kvs {
             let (key, value) = kv.into_key_value();
             let key_lsn = keys.parse_record(&key)?;
@@ -85,13 +75,37 @@ pub(crate) async fn read_committed(
                 }
             }
         }
-        if !more {
-            break;
-        }
-        start = last_key;
-        start.push(0);
     }
     Ok(out)
+}
+
+/// One page of the key range `[start, end)` (at `revision`; 0 is the
+/// latest): its key-values, and the key the next page starts at, `None` once
+/// the range is exhausted. Every paged range read goes through here.
+pub(crate) async fn range_page(
+    etcd: &Etcd,
+    what: &'static str,
+    start: Vec<u8>,
+    end: &[u8],
+    limit: i64,
+    revision: i64,
+) -> Result<(Vec<KeyValue>, Option<Vec<u8>>)> {
+    let options = GetOptions::new()
+        .with_range(end.to_vec())
+        .with_limit(limit)
+        .with_revision(revision);
+    let mut resp = etcd.get(what, start, Some(options)).await?;
+    let more = resp.more();
+    let kvs = resp.take_kvs();
+    let next = match kvs.last() {
+        Some(kv) if more => {
+            let mut next = kv.key().to_vec();
+            next.push(0);
+            Some(next)
+        }
+        _ => None,
+    };
+    Ok((kvs, next))
 }
 
 /// Fetches and reassembles the chunks of one chunked record.
@@ -102,33 +116,33 @@ async fn read_chunked(
     key: &[u8],
     d: &keys::Descriptor,
 ) -> Result<Record> {
-    let (mut start, end) = keys.chunks_of(d.lsn);
+    read_chunks(etcd, keys, limits, key, d, 0)
+        .await
+        .map(|(record, _)| record)
+}
+
+/// Fetches the chunk keys of chunked record `d` (at `revision`; 0 is the
+/// latest) and reassembles the payload; also returns how many chunk keys
+/// were read.
+pub(crate) async fn read_chunks(
+    etcd: &Etcd,
+    keys: &KeyLayout,
+    limits: &EtcdLimits,
+    key: &[u8],
+    d: &keys::Descriptor,
+    revision: i64,
+) -> Result<(Record, u64)> {
+    let (first, end) = keys.chunks_of(d.lsn);
     let page = (limits.read_bytes / limits.chunk_bytes.max(1)).clamp(1, 1024) as i64;
     let mut chunks = Vec::with_capacity(d.chunks as usize);
-    loop {
-        let mut resp = etcd
-            .get(
-                "read chunks",
-                start.clone(),
-                Some(GetOptions::new().with_range(end.clone()).with_limit(page)),
-            )
-            .await?;
-        let more = resp.more();
-        let kvs = resp.take_kvs();
-        let Some(last_key) = kvs.last().map(|kv| kv.key().to_vec()) else {
-            break;
-        };
-        for kv in kvs {
-            let (_, value) = kv.into_key_value();
-            chunks.push(Bytes::from(value));
-        }
-        if !more {
-            break;
-        }
-        start = last_key;
-        start.push(0);
+    let mut start = Some(first);
+    while let Some(from_key) = start.take() {
+        let (kvs, next) = range_page(etcd, "read chunks", from_key, &end, page, revision).await?;
+        start = next;
+        chunks.extend(kvs.into_iter().map(|kv| Bytes::from(kv.into_key_value().1)));
     }
-    keys::assemble_chunks(key, d, chunks)
+    let n = chunks.len() as u64;
+    Ok((keys::assemble_chunks(key, d, chunks)?, n))
 }
 
 /// The first committed record's Lsn, if any.

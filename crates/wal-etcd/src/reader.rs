@@ -13,7 +13,7 @@ use wal_core::{Error, Lsn, ReadLimit, Record, Result};
 use crate::{
     client::Etcd,
     error::call,
-    keys::{self, decode_head, decode_record_value, KeyLayout, RecordValue},
+    keys::{decode_head, decode_record_value, KeyLayout, RecordValue},
     owner::{self, OwnerInfo},
     read, EtcdOptions,
 };
@@ -142,7 +142,6 @@ impl EtcdReader {
     {
         let (head, revision) = self.head().await?;
         let keys = &self.keys;
-        let at = |o: GetOptions| o.with_revision(revision);
         let count = |start: Vec<u8>, end: Vec<u8>, what: &'static str| {
             let etcd = self.etcd.clone();
             async move {
@@ -184,24 +183,19 @@ impl EtcdReader {
         }
         let limits = &self.options.limits;
         let page = (limits.read_bytes / limits.pack_bytes.max(1)).clamp(1, 1024) as i64;
-        let mut start = keys.records_start();
+        let mut start = Some(keys.records_start());
         let mut prev = Lsn::ZERO;
-        loop {
-            let mut resp = self
-                .etcd
-                .get(
-                    "scan records",
-                    start.clone(),
-                    Some(at(GetOptions::new()
-                        .with_range(committed_end.clone())
-                        .with_limit(page))),
-                )
-                .await?;
-            let more = resp.more();
-            let kvs = resp.take_kvs();
-            let Some(last_key) = kvs.last().map(|kv| kv.key().to_vec()) else {
-                break;
-            };
+        while let Some(from_key) = start.take() {
+            let (kvs, next) = read::range_page(
+                &self.etcd,
+                "scan records",
+                from_key,
+                &committed_end,
+                page,
+                revision,
+            )
+            .await?;
+            start = next;
             for kv in kvs {
                 let (key, value) = kv.into_key_value();
                 report.record_keys += 1;
@@ -213,38 +207,12 @@ impl EtcdReader {
                 let records = match decoded {
                     Ok(RecordValue::Pack(records)) => Ok(records),
                     Ok(RecordValue::Chunked(d)) => {
-                        let (cstart, cend) = keys.chunks_of(d.lsn);
-                        let mut chunks = Vec::with_capacity(d.chunks as usize);
-                        let mut cstart = cstart;
-                        loop {
-                            let cpage =
-                                (limits.read_bytes / limits.chunk_bytes.max(1)).clamp(1, 1024);
-                            let mut resp = self
-                                .etcd
-                                .get(
-                                    "scan chunks",
-                                    cstart.clone(),
-                                    Some(at(GetOptions::new()
-                                        .with_range(cend.clone())
-                                        .with_limit(cpage as i64))),
-                                )
-                                .await?;
-                            let more = resp.more();
-                            let kvs = resp.take_kvs();
-                            let Some(last) = kvs.last().map(|kv| kv.key().to_vec()) else {
-                                break;
-                            };
-                            report.chunk_keys += kvs.len() as u64;
-                            chunks.extend(
-                                kvs.into_iter().map(|kv| Bytes::from(kv.into_key_value().1)),
-                            );
-                            if !more {
-                                break;
-                            }
-                            cstart = last;
-                            cstart.push(0);
-                        }
-                        keys::assemble_chunks(&key, &d, chunks).map(|r| vec![r])
+                        read::read_chunks(&self.etcd, keys, limits, &key, &d, revision)
+                            .await
+                            .map(|(r, n)| {
+                                report.chunk_keys += n;
+                                vec![r]
+                            })
                     }
                     Err(e) => Err(e),
                 };
@@ -273,11 +241,6 @@ impl EtcdReader {
                     Err(e) => return Err(e),
                 }
             }
-            if !more {
-                break;
-            }
-            start = last_key;
-            start.push(0);
         }
         Ok(report)
     }
