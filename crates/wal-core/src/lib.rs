@@ -26,8 +26,8 @@
 //! fails with [`Error::Poisoned`] and nothing is written after the hole.
 //!
 //! ## Testkit
-//! With the `testkit` feature, [`testkit`] holds the conformance suite every
-//! backend runs, and [`conformance_tests!`] expands to one `#[tokio::test]`
+//! With the `testkit` feature, `testkit` holds the conformance suite every
+//! backend runs, and `conformance_tests!` expands to one `#[tokio::test]`
 //! per check.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -20,7 +20,9 @@ use crate::{
 };
 
 /// Scans the whole log once, in chunks, to find the last committed
-/// checkpoint and check that Lsns strictly increase.
+/// checkpoint and check that Lsns strictly increase. Only markers are
+/// interpreted, so it reads through [`WalStore::read_markers_from`], which
+/// lets a store skip the payloads of data and checkpoint records.
 pub(crate) async fn scan<S: WalStore>(
     store: &mut S,
     state: StoreState,
@@ -33,7 +35,7 @@ pub(crate) async fn scan<S: WalStore>(
     let mut next = first;
     let mut prev = Lsn::ZERO;
     loop {
-        let chunk = store.read_from(next, limit).await?;
+        let chunk = store.read_markers_from(next, limit).await?;
         let Some(tail) = chunk.last() else { break };
         next = tail.lsn.next();
         for r in &chunk {

@@ -92,6 +92,31 @@ pub trait WalStore: Send + Sync + 'static {
     /// result means there is nothing at or after `from`.
     async fn read_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>>;
 
+    /// Like [`read_from`](Self::read_from), for a scan that looks only at
+    /// marker records (the open-time scan for the last committed checkpoint).
+    ///
+    /// Returns every record with Lsn >= `from`, in order, exactly as
+    /// `read_from` would, except that a store may return
+    /// [`Data`](crate::RecordKind::Data) and
+    /// [`Checkpoint`](crate::RecordKind::Checkpoint) records with an empty
+    /// payload instead of reading and copying theirs. Marker records
+    /// ([`RecordKind::is_marker`](crate::RecordKind::is_marker)) always come
+    /// whole. No record may be left out: the caller checks that Lsns strictly
+    /// increase and that the scan reaches the store's last Lsn.
+    ///
+    /// `limit` bounds the records returned with their payload as for
+    /// `read_from`; a record returned with its payload omitted counts towards
+    /// neither bound, so a store that omits payloads must cap how many such
+    /// records one call returns itself, keeping memory bounded. As for
+    /// `read_from`, an empty result means there is nothing at or after
+    /// `from`. A store need not verify the payloads it omits if it has
+    /// verified them already (e.g. while opening); `read_from` still must.
+    ///
+    /// The default calls `read_from`.
+    async fn read_markers_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        self.read_from(from, limit).await
+    }
+
     /// Removes records below `lsn`. The store may keep more (whole segments);
     /// it never removes a record at or above `lsn`.
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState>;
@@ -138,6 +163,9 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     }
     async fn read_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
         (**self).read_from(from, limit).await
+    }
+    async fn read_markers_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        (**self).read_markers_from(from, limit).await
     }
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState> {
         (**self).remove_before(lsn).await

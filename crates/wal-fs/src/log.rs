@@ -28,6 +28,10 @@ use crate::{
     },
 };
 
+/// The most records [`SegmentLog::read_markers_from`] returns without their
+/// payload in one call: about 48 bytes each, so at most ~768 KiB.
+pub(crate) const MAX_STRIPPED_RECORDS: usize = 16 << 10;
+
 /// The segment being appended to: the last one.
 struct Active {
     file: File,
@@ -386,7 +390,37 @@ impl SegmentLog {
 
     /// Reads records with Lsn >= `from`, seeking by the sparse index.
     pub(crate) fn read_from(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>, Error> {
+        self.read_records(from, limit, false)
+    }
+
+    /// Like [`read_from`](Self::read_from), but data and checkpoint records
+    /// come with an empty payload, stepped over on disk rather than read,
+    /// copied and checksummed (see `WalStore::read_markers_from`). Skipping
+    /// their checksums is sound: [`open`](Self::open) verified every frame's
+    /// checksum moments before the core's marker scan, and the replay reads
+    /// the records it yields through `read_from`, which verifies them again.
+    /// `limit` bounds the marker records; payload-less records are capped at
+    /// [`MAX_STRIPPED_RECORDS`] per call.
+    pub(crate) fn read_markers_from(
+        &self,
+        from: Lsn,
+        limit: ReadLimit,
+    ) -> Result<Vec<Record>, Error> {
+        self.read_records(from, limit, true)
+    }
+
+    /// `read_from`, or with `markers_only` `read_markers_from`.
+    fn read_records(
+        &self,
+        from: Lsn,
+        limit: ReadLimit,
+        markers_only: bool,
+    ) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
+        // Records returned with their payload (all of them unless
+        // `markers_only`), and the bytes of those payloads.
+        let mut full = 0usize;
+        let mut stripped = 0usize;
         let mut bytes = 0usize;
         let start = self
             .segments
@@ -401,15 +435,32 @@ impl SegmentLog {
             let mut reader =
                 FrameReader::new(file, seg.header.id, seg.seek_offset(from), seg.data_end)?;
             loop {
-                if out.len() >= limit.max_records || (!out.is_empty() && bytes >= limit.max_bytes) {
+                if full >= limit.max_records
+                    || stripped >= MAX_STRIPPED_RECORDS
+                    || (!out.is_empty() && bytes >= limit.max_bytes)
+                {
                     return Ok(out);
                 }
                 let at = reader.pos();
-                match reader.next_frame(&mut scratch)? {
+                let frame = if markers_only {
+                    reader.next_frame_if(&mut scratch, |h| h.lsn >= from && h.kind.is_marker())?
+                } else {
+                    reader.next_frame(&mut scratch)?
+                };
+                match frame {
                     FrameRead::End => break,
                     FrameRead::Invalid(why) => return Err(corrupt(&seg.path, at, why)),
                     FrameRead::Frame(h) if h.lsn < from => {}
+                    FrameRead::Frame(h) if markers_only && !h.kind.is_marker() => {
+                        stripped += 1;
+                        out.push(Record {
+                            lsn: h.lsn,
+                            kind: h.kind,
+                            payload: Bytes::new(),
+                        });
+                    }
                     FrameRead::Frame(h) => {
+                        full += 1;
                         bytes += scratch.len();
                         out.push(Record {
                             lsn: h.lsn,

@@ -152,6 +152,19 @@ impl FrameReader {
     /// Reads the next frame's payload into `payload` and returns its header.
     /// After [`FrameRead::Invalid`] the reader must not be used again.
     pub(crate) fn next_frame(&mut self, payload: &mut Vec<u8>) -> io::Result<FrameRead> {
+        self.next_frame_if(payload, |_| true)
+    }
+
+    /// Like [`next_frame`](Self::next_frame), but reads and checks the
+    /// payload only if `want` accepts the header. Otherwise the payload is
+    /// stepped over unread (a move within the buffer, or a seek) and
+    /// unchecked, and `payload` is left empty: only the header's structure
+    /// and the frame's bounds are checked.
+    pub(crate) fn next_frame_if(
+        &mut self,
+        payload: &mut Vec<u8>,
+        want: impl FnOnce(&FrameHeader) -> bool,
+    ) -> io::Result<FrameRead> {
         if self.pos >= self.limit {
             return Ok(FrameRead::End);
         }
@@ -176,6 +189,13 @@ impl FrameReader {
             )));
         }
         payload.clear();
+        if !want(&h) {
+            let rest = flen - FRAME_HEADER_LEN as u64;
+            let rest = i64::try_from(rest).map_err(io::Error::other)?;
+            self.reader.seek_relative(rest)?;
+            self.pos += flen;
+            return Ok(FrameRead::Frame(h));
+        }
         payload.resize(h.len as usize, 0);
         self.reader.read_exact(payload)?;
         let pad = flen - FRAME_HEADER_LEN as u64 - u64::from(h.len);
