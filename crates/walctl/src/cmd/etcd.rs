@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde::Serialize;
 use wal_core::{Lsn, ReadLimit};
-use wal_etcd::{EtcdOptions, EtcdReader};
+use wal_etcd::{EtcdOptions, EtcdReader, ScanReport};
 
 use crate::{
     cmd::{
@@ -160,15 +160,7 @@ pub fn inspect(o: EtcdOptions, json: bool, _args: &inspect::Args) -> Result<u8> 
         markers: tracker.markers,
         payload_bytes: report.payload_bytes,
         checkpoints: tracker.cps,
-        problems: report
-            .problems
-            .iter()
-            .map(|p| ProblemJson {
-                kind: "corrupt",
-                key: p.key.clone(),
-                why: p.why.clone(),
-            })
-            .collect(),
+        problems: problems_json(&report),
     };
     if json {
         output::json_pretty(&out)?;
@@ -307,15 +299,7 @@ pub fn verify(o: EtcdOptions, json: bool, _args: &verify::Args) -> Result<u8> {
             last_lsn: report.last_lsn.map(Lsn::get),
             uncommitted_record_keys: report.uncommitted_record_keys,
             uncommitted_chunk_keys: report.uncommitted_chunk_keys,
-            problems: report
-                .problems
-                .iter()
-                .map(|p| ProblemJson {
-                    kind: "corrupt",
-                    key: p.key.clone(),
-                    why: p.why.clone(),
-                })
-                .collect(),
+            problems: problems_json(&report),
         })?;
         return Ok(code);
     }
@@ -457,4 +441,17 @@ pub fn tail(o: EtcdOptions, json: bool, args: &tail::Args) -> Result<u8> {
         }
         Ok(0)
     })
+}
+
+/// The scan's key problems, as JSON rows.
+fn problems_json(report: &ScanReport) -> Vec<ProblemJson> {
+    report
+        .problems
+        .iter()
+        .map(|p| ProblemJson {
+            kind: "corrupt",
+            key: p.key.clone(),
+            why: p.why.clone(),
+        })
+        .collect()
 }
