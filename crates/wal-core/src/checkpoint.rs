@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use crate::{wal::Completion, Lsn, RecordKind, Result, Wal};
+use crate::{record::lsn_payload, wal::Completion, Lsn, RecordKind, Result, Wal};
 
 /// An open checkpoint, from [`Wal::begin_checkpoint`].
 ///
@@ -74,8 +74,8 @@ impl Checkpoint {
     }
 
     fn queue_marker(&self, kind: RecordKind) -> Result<(Lsn, Completion)> {
-        let payload = Bytes::copy_from_slice(&self.begin.get().to_be_bytes());
-        self.wal.enqueue_now(vec![(kind, payload)], None)
+        self.wal
+            .enqueue_now(vec![(kind, lsn_payload(self.begin))], None)
     }
 
     fn release(&self) {

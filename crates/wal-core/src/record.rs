@@ -82,13 +82,10 @@ impl Record {
         }
     }
 
-    /// A marker record whose payload is an Lsn.
-    pub(crate) fn marker(lsn: Lsn, kind: RecordKind, target: Lsn) -> Record {
-        Record::new(
-            lsn,
-            kind,
-            Bytes::copy_from_slice(&target.get().to_be_bytes()),
-        )
+    /// A marker record whose payload is an Lsn: a checkpoint commit or abort
+    /// naming its begin marker, or a `Truncated` marker naming the cut point.
+    pub fn marker(lsn: Lsn, kind: RecordKind, target: Lsn) -> Record {
+        Record::new(lsn, kind, lsn_payload(target))
     }
 
     /// The Lsn carried in a commit, abort or truncated marker's payload.
@@ -121,6 +118,11 @@ impl Record {
             payload: self.payload,
         })
     }
+}
+
+/// The payload of a marker that names `target`: 8 bytes, big-endian.
+pub(crate) fn lsn_payload(target: Lsn) -> Bytes {
+    Bytes::copy_from_slice(&target.get().to_be_bytes())
 }
 
 /// Whether an entry is application data or part of a checkpoint.

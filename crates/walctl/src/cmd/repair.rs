@@ -172,11 +172,7 @@ fn write_high_water(dir: &Path, high_water: Lsn, kept: Lsn) -> Result<()> {
         let mut store = FsStore::new(dir, FsOptions::default());
         let state = store.open().await.context("opening the repaired log")?;
         if state.last_lsn.map_or(true, |last| last < high_water) {
-            let marker = Record::new(
-                high_water,
-                RecordKind::Truncated,
-                kept.get().to_be_bytes().to_vec(),
-            );
+            let marker = Record::marker(high_water, RecordKind::Truncated, kept);
             store
                 .append(std::slice::from_ref(&marker))
                 .await
