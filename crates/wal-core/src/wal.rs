@@ -141,6 +141,8 @@ impl Wal {
             max_batch_records: options.max_batch_records.max(1),
             deferred_cleanup: None,
             recovery_floor: checkpoints.committed.map_or(Lsn::ZERO, |c| c.begin),
+            own_thread: blocking,
+            last_batch_ops: 0,
         };
         let task = if blocking {
             spawn_on_own_thread(controller.run())?
