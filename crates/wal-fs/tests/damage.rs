@@ -2,48 +2,21 @@
 //! else), naming the file and offset.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    fs::OpenOptions,
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
-};
+mod support;
 
-use wal_core::{
-    Error, Location, Lsn, ReadLimit, Record, RecordKind, StoreState, Wal, WalOptions, WalStore,
-};
+use std::{fs::OpenOptions, os::unix::fs::FileExt, path::Path};
+
+use wal_core::{Error, Location, Lsn, ReadLimit, Record, StoreState, Wal, WalOptions, WalStore};
 use wal_fs::{FsOptions, FsStore};
 
+use support::{flip, rec, segments, state, write_log};
+
 const HEADER: u64 = 48;
-const PAYLOAD: usize = 100;
 /// Frame size of a 100-byte payload: 32 + 100 rounded up to 8.
 const FRAME: u64 = 136;
 
-fn rec(lsn: u64) -> Record {
-    Record::new(Lsn(lsn), RecordKind::Data, vec![lsn as u8; PAYLOAD])
-}
-
 fn one_segment() -> FsOptions {
     FsOptions::default().segment_bytes(1 << 20)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Writes lsns 1..=n, one append each, and closes.
-async fn write_log(dir: &Path, options: FsOptions, n: u64) {
-    let mut s = FsStore::new(dir, options);
-    s.open().await.unwrap();
-    for l in 1..=n {
-        s.append(&[rec(l)]).await.unwrap();
-    }
-    s.close().await.unwrap();
 }
 
 async fn reopen(dir: &Path, options: FsOptions) -> Result<(FsStore, StoreState), Error> {
@@ -66,17 +39,6 @@ fn damage(path: &Path, offset: u64, bytes: &[u8]) {
     f.sync_all().unwrap();
 }
 
-fn flip(path: &Path, offset: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
-}
-
 fn expect_corrupt(r: Result<(FsStore, StoreState), Error>, path: &Path, offset: u64, why: &str) {
     match r {
         Err(Error::Corrupt {
@@ -91,13 +53,6 @@ fn expect_corrupt(r: Result<(FsStore, StoreState), Error>, path: &Path, offset: 
             "expected Corrupt at {}:{offset}, opened {st:?}",
             path.display()
         ),
-    }
-}
-
-fn state(first: u64, last: u64) -> StoreState {
-    StoreState {
-        first_lsn: Some(Lsn(first)),
-        last_lsn: Some(Lsn(last)),
     }
 }
 

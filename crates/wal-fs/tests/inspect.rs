@@ -4,54 +4,20 @@
 //! refuse or cut, and only with the lock.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    fs::OpenOptions,
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
-};
+mod support;
 
-use wal_core::{Error, Lsn, Record, RecordKind, WalStore};
+use std::{fs::OpenOptions, os::unix::fs::FileExt, path::Path};
+
+use wal_core::{Error, Lsn, WalStore};
 use wal_fs::{
     inspect::{repair, verify, LogReader, ProblemKind, RepairAction, ScanEvent},
     FsOptions, FsStore,
 };
 
+use support::{flip, rec, segments, write_log};
+
 const HEADER: u64 = 48;
 const FRAME: u64 = 136; // 32 + 100
-
-fn rec(lsn: u64) -> Record {
-    Record::new(Lsn(lsn), RecordKind::Data, vec![lsn as u8; 100])
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    v.sort();
-    v
-}
-
-async fn write_log(dir: &Path, options: FsOptions, n: u64) {
-    let mut s = FsStore::new(dir, options);
-    s.open().await.unwrap();
-    for l in 1..=n {
-        s.append(&[rec(l)]).await.unwrap();
-    }
-    s.close().await.unwrap();
-}
-
-fn flip(path: &Path, offset: u64) {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    f.write_all_at(&[b[0] ^ 0x40], offset).unwrap();
-}
 
 fn reader_all(dir: &Path, from: u64) -> Vec<u64> {
     let mut r = LogReader::new(dir, Lsn(from));

@@ -2,11 +2,15 @@
 //! reopen, reads at every bound, trimming, truncation, locking.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use bytes::Bytes;
 use wal_core::{Error, Lsn, ReadLimit, Record, RecordKind, StoreState, WalStore};
 use wal_fs::{FsOptions, FsStore, SyncMode};
+
+use support::{segments, state};
 
 fn rec(lsn: u64) -> Record {
     // Sizes vary so frames cross segment and index boundaries unevenly.
@@ -24,16 +28,6 @@ fn small() -> FsOptions {
     FsOptions::default()
         .segment_bytes(4096)
         .index_interval_bytes(512)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    v.sort();
-    v
 }
 
 async fn open(dir: &Path, options: FsOptions) -> (FsStore, StoreState) {
@@ -68,13 +62,6 @@ async fn append_range(s: &mut FsStore, range: std::ops::RangeInclusive<u64>, bat
     let recs: Vec<Record> = range.map(rec).collect();
     for b in recs.chunks(batch) {
         s.append(b).await.unwrap();
-    }
-}
-
-fn state(first: u64, last: u64) -> StoreState {
-    StoreState {
-        first_lsn: Some(Lsn(first)),
-        last_lsn: Some(Lsn(last)),
     }
 }
 
