@@ -7,9 +7,13 @@
 #
 # What it does (each step is skipped when already done, so it is safe to rerun):
 #   1. protoc: etcd-client compiles etcd's protobuf definitions at build time.
-#      Installs Debian's `protobuf-compiler` with apt-get if `protoc` is missing
-#      (through sudo when not root). Also a C compiler (build-essential) if `cc`
-#      is missing. Rust itself is only checked: install it with rustup.
+#      Installs Debian's `protobuf-compiler` and `libprotobuf-dev` (protoc's
+#      well-known includes) with apt-get if `protoc` is missing (through sudo
+#      when not root), then proves protoc works: it compiles a file importing
+#      google/protobuf/descriptor.proto with $PROTOC (or protoc on PATH) and
+#      $PROTOC_INCLUDE, exactly as the build will, and fails naming the
+#      package when that does not work. Also a C compiler (build-essential) if
+#      `cc` is missing. Rust itself is only checked: install it with rustup.
 #   2. An etcd image for the tests (DESIGN.md §8), named by $WAL_ETCD_IMAGE:
 #      - unset or the official image: use it if present, else `docker pull` it
 #        (bounded by $WAL_ETCD_PULL_TIMEOUT seconds, default 60); if that fails
@@ -92,20 +96,69 @@ apt_install() {
 }
 
 # ---------------------------------------------------------------- 1. toolchain
-if [ -n "${PROTOC:-}" ] && [ -x "${PROTOC}" ]; then
+# etcd-client's build script runs prost-build, which calls $PROTOC (else
+# `protoc` on PATH) and adds $PROTOC_INCLUDE (if set) as an include path.
+# etcd's .proto files import google/protobuf/descriptor.proto, so protoc alone
+# is not enough: its well-known includes must be found too (Debian ships them
+# in libprotobuf-dev, not in protobuf-compiler). The check below compiles a
+# file with that import the same way the build will, whichever protoc it is.
+PROTO_PACKAGES="protobuf-compiler libprotobuf-dev"
+
+protoc_bin() {
+    if [ -n "${PROTOC:-}" ]; then printf '%s\n' "$PROTOC"; else command -v protoc || true; fi
+}
+
+# Prints nothing and succeeds when protoc resolves descriptor.proto; else
+# prints protoc's complaint and fails.
+protoc_check() {
+    local bin=$1 dir out
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/wal-setup-protoc.XXXXXX")
+    printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage Check { google.protobuf.FileDescriptorProto f = 1; }\n' \
+        > "$dir/check.proto"
+    if out=$("$bin" ${PROTOC_INCLUDE:+-I "$PROTOC_INCLUDE"} -I "$dir" \
+            --descriptor_set_out="$dir/out.pb" "$dir/check.proto" 2>&1); then
+        rm -rf "$dir"; return 0
+    fi
+    rm -rf "$dir"
+    printf '%s\n' "$out" | head -n 3
+    return 1
+}
+
+if [ -n "${PROTOC_INCLUDE:-}" ] && [ ! -d "$PROTOC_INCLUDE" ]; then
+    die "PROTOC_INCLUDE=$PROTOC_INCLUDE is not a directory (it must hold google/protobuf/descriptor.proto)"
+fi
+if [ -n "${PROTOC:-}" ]; then
+    [ -x "$PROTOC" ] || die "PROTOC=$PROTOC is not an executable file"
     log "protoc: using \$PROTOC=$PROTOC ($("$PROTOC" --version))"
 elif command -v protoc >/dev/null 2>&1; then
     log "protoc: already installed ($(protoc --version) at $(command -v protoc))"
 else
-    apt_install protobuf-compiler || die "protoc is missing and could not be installed.
-  Debian/Ubuntu: sudo apt-get install protobuf-compiler
-  Fedora: sudo dnf install protobuf-compiler    macOS: brew install protobuf
-  or download a release from https://github.com/protocolbuffers/protobuf/releases
-  and set PROTOC=/path/to/protoc"
+    apt_install $PROTO_PACKAGES || die "protoc is missing and could not be installed.
+  Debian/Ubuntu: sudo apt-get install $PROTO_PACKAGES
+  Fedora: sudo dnf install protobuf-compiler protobuf-devel    macOS: brew install protobuf
+  or unpack a release from https://github.com/protocolbuffers/protobuf/releases
+  and set PROTOC=/path/to/bin/protoc PROTOC_INCLUDE=/path/to/include"
     command -v protoc >/dev/null 2>&1 \
         || die "protobuf-compiler is installed but protoc is not on PATH; set PROTOC=/path/to/protoc"
     log "protoc: installed ($(protoc --version))"
 fi
+
+protoc=$(protoc_bin)
+if ! complaint=$(protoc_check "$protoc"); then
+    # A protoc without its includes: on Debian/Ubuntu they are one package
+    # away, when the protoc is the system's own and no override is in play.
+    if [ -z "${PROTOC:-}" ] && [ -z "${PROTOC_INCLUDE:-}" ] && [ "$protoc" = /usr/bin/protoc ] \
+        && command -v apt-get >/dev/null 2>&1; then
+        log "protoc cannot find google/protobuf/descriptor.proto: installing libprotobuf-dev"
+        apt_install libprotobuf-dev || true
+        complaint=$(protoc_check "$protoc") && complaint=""
+    fi
+    if [ -n "$complaint" ]; then
+        printf '%s\n' "$complaint" | sed 's/^/setup:   protoc: /' >&2
+        die "$protoc cannot import google/protobuf/descriptor.proto: install libprotobuf-dev (Debian/Ubuntu; protobuf-devel on Fedora), or set PROTOC_INCLUDE to the directory that holds google/protobuf/"
+    fi
+fi
+log "protoc: imports google/protobuf/descriptor.proto (checked by compiling a test file)"
 
 if command -v cc >/dev/null 2>&1; then
     log "C compiler: present ($(command -v cc))"

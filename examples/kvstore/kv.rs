@@ -487,11 +487,11 @@ pub fn demo_op(seed: u64, seq: u64, keys: u64) -> Op {
     let mut rng = seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let r = splitmix64(&mut rng);
     let key = format!("key-{:04}", r % keys.max(1));
-    if (r >> 32) % 5 == 0 {
+    if (r >> 32).is_multiple_of(5) {
         return Op::Del { key };
     }
     let r2 = splitmix64(&mut rng);
-    let len = if r2 % 16 == 0 {
+    let len = if r2.is_multiple_of(16) {
         256 + (r2 >> 8) % 2048
     } else {
         (r2 >> 8) % 32

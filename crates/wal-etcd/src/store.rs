@@ -681,7 +681,7 @@ impl EtcdStore {
     /// the cut and the marker land together or not at all.
     async fn truncate_after_inner(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
         let (etcd, owned) = self.owned()?;
-        if owned.last.map_or(true, |l| l <= lsn) && owned.head <= lsn {
+        if owned.last.is_none_or(|l| l <= lsn) && owned.head <= lsn {
             return self
                 .append_inner(std::slice::from_ref(high_water))
                 .await

@@ -428,7 +428,7 @@ impl SegmentLog {
             .saturating_sub(1);
         let mut scratch = Vec::new();
         for seg in self.segments.iter().skip(start) {
-            if seg.last_lsn.map_or(true, |l| l < from) {
+            if seg.last_lsn.is_none_or(|l| l < from) {
                 continue;
             }
             let file = File::open(&seg.path)?;

@@ -53,7 +53,7 @@ impl Expected {
             }
             Some("C") => {
                 let begin = Lsn(num(1));
-                if self.checkpoint.map_or(true, |(b, _)| b < begin) {
+                if self.checkpoint.is_none_or(|(b, _)| b < begin) {
                     self.checkpoint = Some((begin, num(2) as u32));
                 }
             }

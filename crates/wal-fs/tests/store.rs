@@ -16,7 +16,7 @@ fn rec(lsn: u64) -> Record {
     // Sizes vary so frames cross segment and index boundaries unevenly.
     let len = (lsn * 37 % 300) as usize;
     let payload: Vec<u8> = (0..len).map(|i| (lsn as usize + i) as u8).collect();
-    let kind = if lsn % 11 == 0 {
+    let kind = if lsn.is_multiple_of(11) {
         RecordKind::Checkpoint
     } else {
         RecordKind::Data

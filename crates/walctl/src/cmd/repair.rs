@@ -171,7 +171,7 @@ fn write_high_water(dir: &Path, high_water: Lsn, kept: Lsn) -> Result<()> {
     rt.block_on(async {
         let mut store = FsStore::new(dir, FsOptions::default());
         let state = store.open().await.context("opening the repaired log")?;
-        if state.last_lsn.map_or(true, |last| last < high_water) {
+        if state.last_lsn.is_none_or(|last| last < high_water) {
             let marker = Record::marker(high_water, RecordKind::Truncated, kept);
             store
                 .append(std::slice::from_ref(&marker))

@@ -72,7 +72,7 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
     let report = verify(&dir, &mut |ev| match ev {
         ScanEvent::Record(r) => {
             records += 1;
-            if records % 1024 == 0 {
+            if records.is_multiple_of(1024) {
                 bar.set_position(done_before + r.offset + r.frame_bytes);
             }
         }
