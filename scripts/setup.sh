@@ -4,6 +4,7 @@
 #   scripts/setup.sh                     # install/check, then print what to export
 #   eval "$(scripts/setup.sh)"           # same, and export WAL_ETCD_IMAGE in this shell
 #   scripts/setup.sh --rebuild-image     # rebuild the offline etcd image even if present
+#   scripts/setup.sh --protoc-only       # step 1 only (for builds that need no etcd)
 #
 # What it does (each step is skipped when already done, so it is safe to rerun):
 #   1. protoc: etcd-client compiles etcd's protobuf definitions at build time.
@@ -33,9 +34,11 @@ PULL_TIMEOUT="${WAL_ETCD_PULL_TIMEOUT:-60}"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 rebuild=0
+protoc_only=0
 for arg in "$@"; do
     case "$arg" in
         --rebuild-image) rebuild=1 ;;
+        --protoc-only) protoc_only=1 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) printf 'setup: unknown argument %s (try --help)\n' "$arg" >&2; exit 2 ;;
     esac
@@ -189,6 +192,11 @@ build_local() {
     log "building $LOCAL_IMAGE offline from Debian's etcd-server (scripts/build-etcd-image.sh)"
     "$here/build-etcd-image.sh" "$LOCAL_IMAGE" >/dev/null
 }
+
+if [ $protoc_only -eq 1 ]; then
+    log "done (--protoc-only)"
+    exit 0
+fi
 
 if [ -n "${WAL_ETCD_ENDPOINTS:-}" ]; then
     log "WAL_ETCD_ENDPOINTS=$WAL_ETCD_ENDPOINTS: tests use that cluster; no etcd image needed"

@@ -140,6 +140,9 @@
 
 mod client;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keepalive;
 mod keys;
 mod options;

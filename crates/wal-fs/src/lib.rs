@@ -147,6 +147,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod format;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 mod io;
 mod lock;
