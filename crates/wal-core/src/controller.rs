@@ -397,6 +397,11 @@ impl<S: WalStore> Controller<S> {
     /// Removes what the last committed checkpoint superseded, unless a
     /// recovery stream is still reading (then it waits for a later op).
     async fn cleanup_if_unpinned(&mut self) {
+        if self.status.fault().is_some() {
+            // Poisoned (or closing) while the cleanup waited: it is dropped.
+            self.deferred_cleanup = None;
+            return;
+        }
         if self.status.recovery_pins.load(Ordering::Acquire) > 0 {
             return;
         }
@@ -406,6 +411,12 @@ impl<S: WalStore> Controller<S> {
     }
 
     async fn remove_before(&mut self, lsn: Lsn) {
+        // Nothing touches the store after a hole: after a failed call its
+        // state is unknown, and the Wal only closes it.
+        if let Some(e) = self.status.fault() {
+            debug!(%lsn, error = %e, "removal skipped: the wal is poisoned");
+            return;
+        }
         match self.store.remove_before(lsn).await {
             Ok(state) => {
                 debug!(%lsn, first = ?state.first_lsn, "removed records below");
