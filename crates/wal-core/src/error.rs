@@ -73,6 +73,17 @@ pub enum Error {
         /// The failure that poisoned the Wal.
         cause: Arc<Error>,
     },
+    /// A store method, or the Wal's controller itself, panicked. The Wal is
+    /// poisoned with it ([`Error::Poisoned`] wraps it for every later
+    /// operation): the panic may have left the store half-way through a call,
+    /// so the Wal neither trusts nor uses it any more (it still closes it, to
+    /// release ownership). A panic is a bug; reopen to recover what was
+    /// acknowledged.
+    #[error("the wal's controller panicked: {message}")]
+    Panicked {
+        /// The panic's message, or a note that it carried none.
+        message: String,
+    },
     /// The Wal was closed.
     #[error("the wal is closed")]
     Closed,

@@ -85,15 +85,39 @@ struct Submitter {
 pub struct Completion {
     rx: oneshot::Receiver<Result<Lsn>>,
     status: Arc<Status>,
+    /// Set if the controller dropped the reply (it panicked or went away):
+    /// waits for the reason, which it records as it stops.
+    stopped: Option<Pin<Box<dyn Future<Output = Error> + Send + Sync>>>,
+}
+
+impl Completion {
+    fn new(rx: oneshot::Receiver<Result<Lsn>>, status: Arc<Status>) -> Completion {
+        Completion {
+            rx,
+            status,
+            stopped: None,
+        }
+    }
 }
 
 impl Future for Completion {
     type Output = Result<Lsn>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(r) => r,
-            Err(_) => Err(self.status.terminal_error()),
-        })
+        let this = &mut *self;
+        if this.stopped.is_none() {
+            match Pin::new(&mut this.rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(r)) => return Poll::Ready(r),
+                Poll::Ready(Err(_)) => {
+                    let status = this.status.clone();
+                    this.stopped = Some(Box::pin(async move { status.stopped().await }));
+                }
+            }
+        }
+        match this.stopped.as_mut() {
+            Some(stopped) => stopped.as_mut().poll(cx).map(Err),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -344,15 +368,12 @@ impl Wal {
     }
 
     /// Resolves when the Wal stops accepting operations: with the poisoning
-    /// error (e.g. [`Error::Fenced`] when an etcd lease is lost), or with
-    /// [`Error::Closed`].
+    /// error (e.g. [`Error::Fenced`] when an etcd lease is lost, or
+    /// [`Error::Panicked`] when a store method panicked), or with
+    /// [`Error::Closed`] (also when the controller went away unclosed, e.g.
+    /// its runtime shut down).
     pub async fn failed(&self) -> Error {
-        let mut rx = self.inner.status.fault.subscribe();
-        let r = rx.wait_for(Option::is_some).await;
-        match r {
-            Ok(f) => f.clone().unwrap_or(Error::Closed),
-            Err(_) => Error::Closed,
-        }
+        self.inner.status.stopped().await
     }
 
     /// Simulates a crash: stops the controller at once, without closing the
@@ -429,13 +450,7 @@ impl Wal {
                 permit,
             })
         })?;
-        Ok((
-            last,
-            Completion {
-                rx,
-                status: self.inner.status.clone(),
-            },
-        ))
+        Ok((last, Completion::new(rx, self.inner.status.clone())))
     }
 
     /// Assigns Lsns to the op built by `make` and sends it, atomically with
@@ -465,7 +480,9 @@ impl Wal {
     async fn await_reply<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         match rx.await {
             Ok(r) => r,
-            Err(_) => Err(self.inner.status.terminal_error()),
+            // The controller dropped the reply: it panicked or went away, and
+            // records why as it stops.
+            Err(_) => Err(self.inner.status.stopped().await),
         }
     }
 
@@ -512,4 +529,15 @@ where
             let _ = runtime.block_on(wait);
         })?;
     Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<super::Wal>();
+        send_sync::<super::Completion>();
+    }
 }
