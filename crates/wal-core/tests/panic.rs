@@ -159,7 +159,12 @@ async fn append_panic(blocking: bool) {
     let tail = tokio::spawn(async move { tail.next().await });
     tokio::task::yield_now().await;
 
+    // An open checkpoint whose entries are still queued when the store panics.
+    let mut cp = wal.begin_checkpoint().await.unwrap();
+    cp.append("state").await.unwrap();
+
     *trap.lock().unwrap() = Some((Call::Append, 1));
+    let commit = tokio::spawn(cp.commit());
     let (_, b) = wal.submit("b").await.unwrap();
     let (_, c) = wal.submit("c").await.unwrap();
     let sync = tokio::spawn({
@@ -176,6 +181,10 @@ async fn append_panic(blocking: bool) {
     });
 
     assert_panicked("failed()", &within("failed()", wal.failed()).await);
+    assert_panicked(
+        "checkpoint commit",
+        &within("commit", commit).await.unwrap().unwrap_err(),
+    );
     assert_panicked("append b", &within("append b", b).await.unwrap_err());
     assert_panicked("append c", &within("append c", c).await.unwrap_err());
     assert_panicked(
