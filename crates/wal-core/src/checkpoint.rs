@@ -41,7 +41,7 @@ impl Checkpoint {
     pub async fn append(&mut self, payload: impl Into<Bytes>) -> Result<Lsn> {
         let payload = payload.into();
         self.wal.check_entry_size(&payload)?;
-        let (lsn, done) = self
+        let (lsn, _, done) = self
             .wal
             .enqueue(vec![(RecordKind::Checkpoint, payload)])
             .await?;
@@ -74,8 +74,10 @@ impl Checkpoint {
     }
 
     fn queue_marker(&self, kind: RecordKind) -> Result<(Lsn, Completion)> {
-        self.wal
-            .enqueue_now(vec![(kind, lsn_payload(self.begin))], None)
+        let (lsn, _, done) = self
+            .wal
+            .enqueue_now(vec![(kind, lsn_payload(self.begin))], None)?;
+        Ok((lsn, done))
     }
 
     fn release(&self) {

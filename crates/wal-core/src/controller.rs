@@ -2,6 +2,9 @@
 //! group-commit batches, and completes replies in Lsn order.
 
 use std::{
+    any::Any,
+    future::Future,
+    panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -9,6 +12,7 @@ use std::{
     time::Instant,
 };
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tracing::{debug, debug_span, warn, Instrument};
 
@@ -132,6 +136,18 @@ impl Status {
         self.fault.borrow().clone()
     }
 
+    /// Waits until the Wal stops (poisoned or closed) and returns why. The
+    /// controller always sets the fault when it stops, even by a panic or by
+    /// being dropped, so this never waits for a controller that is gone.
+    pub async fn stopped(&self) -> Error {
+        let mut rx = self.fault.subscribe();
+        let e = match rx.wait_for(Option::is_some).await {
+            Ok(f) => f.clone().unwrap_or(Error::Closed),
+            Err(_) => Error::Closed,
+        };
+        e
+    }
+
     /// The error every op gets once the Wal is poisoned or closed.
     pub fn terminal_error(&self) -> Error {
         self.fault().unwrap_or(Error::Closed)
@@ -175,10 +191,68 @@ pub(crate) struct Controller<S> {
     pub last_batch_ops: usize,
 }
 
+/// Sets `Closed` if the controller goes away without having set a fault
+/// (its task aborted, or its runtime shut down), so no waiter waits forever.
+struct StopGuard(Arc<Status>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.set_fault(Error::Closed);
+    }
+}
+
+/// Runs a store call, turning a panic into [`Error::Panicked`]: the Wal is
+/// poisoned with it like with any failed call, and the store is not used
+/// again except to close it.
+async fn guarded<T>(call: impl Future<Output = Result<T>>) -> Result<T> {
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => Err(Error::Panicked {
+            message: panic_message(payload.as_ref()),
+        }),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the panic carried no message".to_string()
+    }
+}
+
 impl<S: WalStore> Controller<S> {
+    /// Serves ops until the Wal is closed. A panic in the controller's own
+    /// code (store calls are [`guarded`] on their own) poisons the Wal and the
+    /// loop starts again, so queued ops fail with the cause and `close` still
+    /// releases the store. A second panic stops the controller: it fails
+    /// what is queued, closes the store and refuses everything after.
     pub async fn run(mut self) {
+        let _stop = StopGuard(self.status.clone());
         // Garbage left by a crash between a checkpoint commit and its cleanup.
         self.deferred_cleanup = self.checkpoints.committed.map(|cp| cp.begin);
+        let mut panicked = false;
+        loop {
+            match AssertUnwindSafe(self.serve()).catch_unwind().await {
+                Ok(()) => return,
+                Err(payload) => {
+                    let message = panic_message(payload.as_ref());
+                    self.poison(Error::Panicked { message });
+                    // The panic may have come from polling it; it is spent.
+                    self.failure = None;
+                    if panicked {
+                        let _ = self.close().await;
+                        return;
+                    }
+                    panicked = true;
+                }
+            }
+        }
+    }
+
+    async fn serve(&mut self) {
         let mut carry: Option<Op> = None;
         loop {
             self.cleanup_if_unpinned().await;
@@ -283,7 +357,7 @@ impl<S: WalStore> Controller<S> {
             ops = replies.len()
         );
         let started = Instant::now();
-        let result = self.store.append(&records).instrument(span).await;
+        let result = guarded(self.store.append(&records)).instrument(span).await;
         let micros = started.elapsed().as_micros() as u64;
         match result {
             Ok(()) => {
@@ -329,11 +403,16 @@ impl<S: WalStore> Controller<S> {
         match op {
             Op::Write(_) | Op::Close { .. } => unreachable!("handled by run"),
             Op::Read { from, limit, reply } => {
-                // A failed read changes nothing, so it does not poison.
-                let _ = reply.send(self.store.read_from(from, limit).await);
+                // A failed read changes nothing, so it does not poison; a
+                // panicking one may have left the store in any state.
+                let r = match guarded(self.store.read_from(from, limit)).await {
+                    Err(e @ Error::Panicked { .. }) => Err(self.poison(e)),
+                    r => r,
+                };
+                let _ = reply.send(r);
             }
             Op::Sync { reply } => {
-                let r = self.store.sync().await.map_err(|e| self.poison(e));
+                let r = guarded(self.store.sync()).await.map_err(|e| self.poison(e));
                 let _ = reply.send(r);
             }
             Op::Trim { before, reply } => {
@@ -383,9 +462,7 @@ impl<S: WalStore> Controller<S> {
         // The marker persists the Lsn high-water mark, so a reopened log never
         // reuses the Lsns that were cut; the store writes it with the cut.
         let high_water = Record::marker(marker, RecordKind::Truncated, after);
-        let state = self
-            .store
-            .truncate_after(after, &high_water)
+        let state = guarded(self.store.truncate_after(after, &high_water))
             .await
             .map_err(|e| self.poison(e))?;
         self.status.set_state(state);
@@ -397,6 +474,11 @@ impl<S: WalStore> Controller<S> {
     /// Removes what the last committed checkpoint superseded, unless a
     /// recovery stream is still reading (then it waits for a later op).
     async fn cleanup_if_unpinned(&mut self) {
+        if self.status.fault().is_some() {
+            // Poisoned (or closing) while the cleanup waited: it is dropped.
+            self.deferred_cleanup = None;
+            return;
+        }
         if self.status.recovery_pins.load(Ordering::Acquire) > 0 {
             return;
         }
@@ -406,7 +488,13 @@ impl<S: WalStore> Controller<S> {
     }
 
     async fn remove_before(&mut self, lsn: Lsn) {
-        match self.store.remove_before(lsn).await {
+        // Nothing touches the store after a hole: after a failed call its
+        // state is unknown, and the Wal only closes it.
+        if let Some(e) = self.status.fault() {
+            debug!(%lsn, error = %e, "removal skipped: the wal is poisoned");
+            return;
+        }
+        match guarded(self.store.remove_before(lsn)).await {
             Ok(state) => {
                 debug!(%lsn, first = ?state.first_lsn, "removed records below");
                 self.status.set_state(state);
@@ -418,7 +506,7 @@ impl<S: WalStore> Controller<S> {
     }
 
     async fn close(&mut self) -> Result<()> {
-        let r = self.store.close().await;
+        let r = guarded(self.store.close()).await;
         self.status.set_fault(Error::Closed);
         self.rx.close();
         while let Ok(op) = self.rx.try_recv() {

@@ -73,6 +73,30 @@ pub enum Error {
         /// The failure that poisoned the Wal.
         cause: Arc<Error>,
     },
+    /// A store method, or the Wal's controller itself, panicked. The Wal is
+    /// poisoned with it ([`Error::Poisoned`] wraps it for every later
+    /// operation): the panic may have left the store half-way through a call,
+    /// so the Wal neither trusts nor uses it any more (it still closes it, to
+    /// release ownership). A panic is a bug; reopen to recover what was
+    /// acknowledged.
+    #[error("the wal's controller panicked: {message}")]
+    Panicked {
+        /// The panic's message, or a note that it carried none.
+        message: String,
+    },
+    /// The log has no Lsns left: `requested` more records after `last` would
+    /// pass [`Lsn::LAST`]. Nothing was written, and the Wal is not poisoned:
+    /// an atomic batch that does not fit is refused whole, and a smaller
+    /// write may still fit. [`Wal::open`](crate::Wal::open) refuses a log
+    /// whose last Lsn is `Lsn::LAST` or above with it (`requested` 1). No log
+    /// gets there by appending; see [`Lsn::LAST`].
+    #[error("no lsns left: {requested} more record(s) after lsn {last} would pass the largest lsn {max}", max = Lsn::LAST)]
+    LsnExhausted {
+        /// The last Lsn the log has used.
+        last: Lsn,
+        /// How many records the refused write needed.
+        requested: u64,
+    },
     /// The Wal was closed.
     #[error("the wal is closed")]
     Closed,

@@ -23,7 +23,9 @@
 //! checkpoint's begin marker, in Lsn order. Entries of aborted or unfinished
 //! checkpoints never appear. With no committed checkpoint it yields every data
 //! entry. After any failed write the Wal is poisoned: every later operation
-//! fails with [`Error::Poisoned`] and nothing is written after the hole.
+//! fails with [`Error::Poisoned`] and nothing is written after the hole. A
+//! panic in a store method or in the controller poisons it the same way, with
+//! [`Error::Panicked`] as the cause: it never passes for a clean close.
 //!
 //! ## Testkit
 //! With the `testkit` feature, `testkit` holds the conformance suite every

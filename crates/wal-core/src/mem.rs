@@ -201,7 +201,9 @@ impl WalStore for MemStore {
     async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
         let mut s = self.owned()?;
         // Atomic: both happen under one lock.
-        s.durable.split_off(&lsn.next());
+        if let Some(above) = lsn.checked_add(1) {
+            s.durable.split_off(&above);
+        }
         s.durable.insert(high_water.lsn, high_water.clone());
         Ok(state_of(&s))
     }

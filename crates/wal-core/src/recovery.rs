@@ -37,7 +37,7 @@ pub(crate) async fn scan<S: WalStore>(
     loop {
         let chunk = store.read_markers_from(next, limit).await?;
         let Some(tail) = chunk.last() else { break };
-        next = tail.lsn.next();
+        let after = tail.lsn.checked_add(1);
         for r in &chunk {
             if r.lsn <= prev {
                 return Err(Error::Corrupt {
@@ -48,8 +48,9 @@ pub(crate) async fn scan<S: WalStore>(
             prev = r.lsn;
             tracker.observe(r)?;
         }
-        if next > last {
-            break;
+        match after {
+            Some(n) if n <= last => next = n,
+            _ => break,
         }
     }
     if prev != last {
@@ -235,7 +236,11 @@ pub(crate) fn records(
                 }
                 Ok(chunk) => {
                     if let Some(last) = chunk.last() {
-                        c.next = last.lsn.next();
+                        match last.lsn.checked_add(1) {
+                            Some(n) => c.next = n,
+                            // Nothing can follow Lsn::MAX.
+                            None => c.done = true,
+                        }
                     }
                     c.buf.extend(chunk);
                 }

@@ -85,15 +85,39 @@ struct Submitter {
 pub struct Completion {
     rx: oneshot::Receiver<Result<Lsn>>,
     status: Arc<Status>,
+    /// Set if the controller dropped the reply (it panicked or went away):
+    /// waits for the reason, which it records as it stops.
+    stopped: Option<Pin<Box<dyn Future<Output = Error> + Send + Sync>>>,
+}
+
+impl Completion {
+    fn new(rx: oneshot::Receiver<Result<Lsn>>, status: Arc<Status>) -> Completion {
+        Completion {
+            rx,
+            status,
+            stopped: None,
+        }
+    }
 }
 
 impl Future for Completion {
     type Output = Result<Lsn>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(r) => r,
-            Err(_) => Err(self.status.terminal_error()),
-        })
+        let this = &mut *self;
+        if this.stopped.is_none() {
+            match Pin::new(&mut this.rx).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(r)) => return Poll::Ready(r),
+                Poll::Ready(Err(_)) => {
+                    let status = this.status.clone();
+                    this.stopped = Some(Box::pin(async move { status.stopped().await }));
+                }
+            }
+        }
+        match this.stopped.as_mut() {
+            Some(stopped) => stopped.as_mut().poll(cx).map(Err),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -110,6 +134,12 @@ impl Wal {
     /// [`trim_before`](Self::trim_before) does not wait.)
     pub async fn open<S: WalStore>(mut store: S, options: WalOptions) -> Result<(Wal, Recovery)> {
         let state = store.open().await?;
+        // No room for another record (only a crafted or damaged log gets
+        // here): refused before anything reads or writes past the end.
+        if let Some(last) = state.last_lsn.filter(|last| *last >= Lsn::LAST) {
+            let _ = store.close().await;
+            return Err(Error::LsnExhausted { last, requested: 1 });
+        }
         let read_limit = ReadLimit {
             max_records: options.read_chunk_records.max(1),
             max_bytes: options.read_chunk_bytes.max(1),
@@ -122,6 +152,8 @@ impl Wal {
             }
         };
         let end = state.last_lsn;
+        // Exact: the end is below Lsn::LAST (checked above).
+        let next_lsn = end.map_or(Lsn::FIRST, Lsn::next);
         let failure = store.failure_signal();
         let blocking = store.blocking_io();
         let max_append_bytes = store.max_append_bytes();
@@ -152,10 +184,7 @@ impl Wal {
         let queue_cap = options.max_queued_bytes.clamp(1, u32::MAX as usize);
         let wal = Wal {
             inner: Arc::new(Inner {
-                submit: Mutex::new(Submitter {
-                    next_lsn: end.unwrap_or(Lsn::ZERO).next(),
-                    tx,
-                }),
+                submit: Mutex::new(Submitter { next_lsn, tx }),
                 queue: Arc::new(Semaphore::new(queue_cap)),
                 queue_cap,
                 status,
@@ -181,11 +210,14 @@ impl Wal {
     pub async fn submit(&self, payload: impl Into<Bytes>) -> Result<(Lsn, Completion)> {
         let payload = payload.into();
         self.check_entry_size(&payload)?;
-        self.enqueue(vec![(RecordKind::Data, payload)]).await
+        let (_, last, done) = self.enqueue(vec![(RecordKind::Data, payload)]).await?;
+        Ok((last, done))
     }
 
     /// Appends entries atomically: after a crash all or none of them are
-    /// recovered. Returns their Lsns (consecutive) once durable.
+    /// recovered. Returns their Lsns (consecutive) once durable. A batch that
+    /// would pass [`Lsn::LAST`] is refused whole with
+    /// [`Error::LsnExhausted`].
     pub async fn append_batch<I, P>(&self, payloads: I) -> Result<Vec<Lsn>>
     where
         I: IntoIterator<Item = P>,
@@ -208,10 +240,9 @@ impl Wal {
                 max: self.inner.max_append_bytes,
             });
         }
-        let n = items.len() as u64;
-        let (last, done) = self.enqueue(items).await?;
+        let (first, last, done) = self.enqueue(items).await?;
         done.await?;
-        Ok((last.get() + 1 - n..=last.get()).map(Lsn).collect())
+        Ok((first.get()..=last.get()).map(Lsn).collect())
     }
 
     /// The largest payload one entry may carry, in bytes: the smaller of
@@ -248,7 +279,7 @@ impl Wal {
             return Err(Error::CheckpointInProgress);
         }
         match self.enqueue_now(vec![(RecordKind::CheckpointBegin, Bytes::new())], None) {
-            Ok((begin, done)) => Ok(Checkpoint::new(self.clone(), begin, done)),
+            Ok((begin, _, done)) => Ok(Checkpoint::new(self.clone(), begin, done)),
             Err(e) => {
                 self.inner.checkpoint_open.store(false, Ordering::Release);
                 Err(e)
@@ -294,7 +325,7 @@ impl Wal {
             return Err(Error::CheckpointInProgress);
         }
         let (reply, rx) = oneshot::channel();
-        self.send_with_lsn(|marker| Op::Truncate {
+        self.send_with_lsn(1, |marker, _| Op::Truncate {
             after: lsn,
             marker,
             reply,
@@ -344,15 +375,12 @@ impl Wal {
     }
 
     /// Resolves when the Wal stops accepting operations: with the poisoning
-    /// error (e.g. [`Error::Fenced`] when an etcd lease is lost), or with
-    /// [`Error::Closed`].
+    /// error (e.g. [`Error::Fenced`] when an etcd lease is lost, or
+    /// [`Error::Panicked`] when a store method panicked), or with
+    /// [`Error::Closed`] (also when the controller went away unclosed, e.g.
+    /// its runtime shut down).
     pub async fn failed(&self) -> Error {
-        let mut rx = self.inner.status.fault.subscribe();
-        let r = rx.wait_for(Option::is_some).await;
-        match r {
-            Ok(f) => f.clone().unwrap_or(Error::Closed),
-            Err(_) => Error::Closed,
-        }
+        self.inner.status.stopped().await
     }
 
     /// Simulates a crash: stops the controller at once, without closing the
@@ -392,11 +420,11 @@ impl Wal {
     }
 
     /// Waits for queue budget, then assigns Lsns and queues the records as
-    /// one atomic write. Returns the last Lsn.
+    /// one atomic write. Returns the first and last Lsn.
     pub(crate) async fn enqueue(
         &self,
         items: Vec<(RecordKind, Bytes)>,
-    ) -> Result<(Lsn, Completion)> {
+    ) -> Result<(Lsn, Lsn, Completion)> {
         self.health()?;
         let bytes: usize = items.iter().map(|(_, p)| p.len()).sum();
         let permits = bytes.clamp(1, self.inner.queue_cap) as u32;
@@ -415,13 +443,13 @@ impl Wal {
         &self,
         items: Vec<(RecordKind, Bytes)>,
         permit: Option<OwnedSemaphorePermit>,
-    ) -> Result<(Lsn, Completion)> {
+    ) -> Result<(Lsn, Lsn, Completion)> {
         let (reply, rx) = oneshot::channel();
-        let last = self.send_with_lsn(move |first| {
-            let records = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, (kind, payload))| Record::new(Lsn(first.get() + i as u64), kind, payload))
+        let count = items.len() as u64;
+        let (first, last) = self.send_with_lsn(count, move |first, last| {
+            let records = (first.get()..=last.get())
+                .zip(items)
+                .map(|(lsn, (kind, payload))| Record::new(Lsn(lsn), kind, payload))
                 .collect::<Vec<_>>();
             Op::Write(WriteOp {
                 records,
@@ -429,30 +457,34 @@ impl Wal {
                 permit,
             })
         })?;
-        Ok((
-            last,
-            Completion {
-                rx,
-                status: self.inner.status.clone(),
-            },
-        ))
+        Ok((first, last, Completion::new(rx, self.inner.status.clone())))
     }
 
-    /// Assigns Lsns to the op built by `make` and sends it, atomically with
-    /// respect to other submitters. Returns the op's last Lsn.
-    fn send_with_lsn(&self, make: impl FnOnce(Lsn) -> Op) -> Result<Lsn> {
+    /// Assigns `count` consecutive Lsns to the op that `make` builds from the
+    /// first and last of them, and sends it, atomically with respect to other
+    /// submitters. Returns the first and last Lsn. If the Lsns would pass
+    /// [`Lsn::LAST`], nothing is sent and nothing is assigned.
+    fn send_with_lsn(&self, count: u64, make: impl FnOnce(Lsn, Lsn) -> Op) -> Result<(Lsn, Lsn)> {
         let mut s = self.inner.submit.lock().unwrap_or_else(|p| p.into_inner());
         self.health()?;
         let first = s.next_lsn;
-        let op = make(first);
-        let n = match &op {
-            Op::Write(w) => w.records.len() as u64,
-            _ => 1,
+        let exhausted = || Error::LsnExhausted {
+            last: first.prev(),
+            requested: count,
         };
-        s.tx.send(op)
+        let Some(span) = count.checked_sub(1) else {
+            return Err(Error::InvalidArgument("a write of no records".into()));
+        };
+        let last = first
+            .checked_add(span)
+            .filter(|last| *last <= Lsn::LAST)
+            .ok_or_else(exhausted)?;
+        // At most Lsn::MAX, since last <= Lsn::LAST.
+        let next = last.checked_add(1).ok_or_else(exhausted)?;
+        s.tx.send(make(first, last))
             .map_err(|_| self.inner.status.terminal_error())?;
-        s.next_lsn = Lsn(first.get() + n);
-        Ok(Lsn(first.get() + n - 1))
+        s.next_lsn = next;
+        Ok((first, last))
     }
 
     fn send(&self, op: Op) -> Result<()> {
@@ -465,7 +497,9 @@ impl Wal {
     async fn await_reply<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
         match rx.await {
             Ok(r) => r,
-            Err(_) => Err(self.inner.status.terminal_error()),
+            // The controller dropped the reply: it panicked or went away, and
+            // records why as it stops.
+            Err(_) => Err(self.inner.status.stopped().await),
         }
     }
 
@@ -512,4 +546,15 @@ where
             let _ = runtime.block_on(wait);
         })?;
     Ok(task)
+}
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<super::Wal>();
+        send_sync::<super::Completion>();
+    }
 }
