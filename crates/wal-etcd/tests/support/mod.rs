@@ -3,12 +3,14 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::{
+    collections::HashMap,
     process::{Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use testcontainers::{
+    bollard::models::PortBinding,
     core::{IntoContainerPort, WaitFor},
     runners::AsyncRunner,
     ContainerAsync, GenericImage, ImageExt,
@@ -161,7 +163,15 @@ impl EtcdNode {
 pub async fn start_node(spec: NodeSpec) -> EtcdNode {
     preflight();
     let (name, tag) = split_image(&image_ref());
-    let peer = format!("http://{}:2380", spec.name);
+    // A single node is its own only peer: it advertises 127.0.0.1. Container
+    // names resolve only on a user-defined docker network, and etcd 3.5
+    // resolves the advertised peer URL at bootstrap, retrying forever
+    // ("failed to resolve URL Host") on the default bridge. Cluster members
+    // are connected to their own network, where names resolve.
+    let peer = match spec.initial_cluster {
+        Some(_) => format!("http://{}:2380", spec.name),
+        None => "http://127.0.0.1:2380".to_string(),
+    };
     let cluster = spec
         .initial_cluster
         .clone()
@@ -187,14 +197,25 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
     let image = GenericImage::new(name, tag)
         .with_exposed_port(2379.tcp())
         .with_wait_for(WaitFor::Nothing);
-    let mut req = image
+    // Publish the client port on the loopback interface only (a random host
+    // port unless the spec fixes one); the peer port is not published.
+    // testcontainers' own mappings bind every interface, so the bindings are
+    // set on docker's host config directly.
+    let host_port = spec.host_port.map(|p| p.to_string()).unwrap_or_default();
+    let container = image
         .with_cmd(cmd)
         .with_container_name(spec.name.clone())
-        .with_startup_timeout(Duration::from_secs(60));
-    if let Some(port) = spec.host_port {
-        req = req.with_mapped_port(port, 2379.tcp());
-    }
-    let container = req
+        .with_startup_timeout(Duration::from_secs(60))
+        .with_host_config_modifier(move |hc| {
+            hc.publish_all_ports = Some(false);
+            hc.port_bindings = Some(HashMap::from([(
+                "2379/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(host_port.clone()),
+                }]),
+            )]));
+        })
         .start()
         .await
         .unwrap_or_else(|e| panic!("start etcd container {}: {e}", spec.name));
