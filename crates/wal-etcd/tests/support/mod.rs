@@ -2,6 +2,8 @@
 //! `WAL_ETCD_IMAGE`, or an existing cluster named by `WAL_ETCD_ENDPOINTS`.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod proxy;
+
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -135,6 +137,8 @@ pub struct NodeSpec {
     pub initial_cluster: Option<String>,
     /// A fixed host port for 2379 (survives kill + start), or a random one.
     pub host_port: Option<u16>,
+    /// Extra etcd flags (e.g. `--quota-backend-bytes=...`).
+    pub args: Vec<String>,
 }
 
 impl NodeSpec {
@@ -143,6 +147,15 @@ impl NodeSpec {
             name: name.to_string(),
             initial_cluster: None,
             host_port: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// A single node with extra etcd flags.
+    pub fn single_with(name: &str, args: &[&str]) -> NodeSpec {
+        NodeSpec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..NodeSpec::single(name)
         }
     }
 }
@@ -194,6 +207,7 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
         cmd.push("--heartbeat-interval=100".into());
         cmd.push("--election-timeout=1000".into());
     }
+    cmd.extend(spec.args.iter().cloned());
     let image = GenericImage::new(name, tag)
         .with_exposed_port(2379.tcp())
         .with_wait_for(WaitFor::Nothing);
