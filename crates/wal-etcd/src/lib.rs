@@ -181,7 +181,9 @@
 //!   writer can even claim a log. Recover with compact, defrag, `etcdctl
 //!   alarm disarm`.
 //!
-//! `walctl inspect` on etcd reports the database size and warns when it is
+//! [`space`] reports each member's database size (and the quota, where the
+//! server says) and the NOSPACE alarm. `walctl inspect` on etcd reports the
+//! database size and warns when it is
 //! near the quota (the quota is in etcd's status answer from etcd 3.6 on;
 //! for older servers pass the cluster's `--quota-backend-bytes`, default
 //! 2 GiB) or when a NOSPACE alarm is raised.
@@ -210,10 +212,12 @@ mod options;
 mod owner;
 mod read;
 mod reader;
+mod space;
 mod store;
 
 pub use etcd_client;
 pub use options::{Acquire, EtcdLimits, EtcdOptions};
 pub use owner::{FencingToken, OwnerInfo};
 pub use reader::{EtcdReader, KeyProblem, ScanReport};
+pub use space::{space, MemberSpace, SpaceReport};
 pub use store::EtcdStore;
