@@ -168,10 +168,10 @@
 //!
 //! - run etcd with auto-compaction, e.g. `--auto-compaction-mode=periodic
 //!   --auto-compaction-retention=1h` (or `revision` mode with a revision
-//!   count). The store never reads old revisions, and readers read at the
-//!   current revision, so any retention works; keep it at least as long as
-//!   a tailing reader may be disconnected (a watch from a compacted revision
-//!   fails and the reader re-reads);
+//!   count). The store never reads old revisions; a reader pins one
+//!   revision for each pass, and a compaction past it fails that pass with
+//!   an error (a tail re-reads on its next poll), so any retention longer
+//!   than one read pass works;
 //! - compaction frees space inside the database file but does not shrink
 //!   it: run `etcdctl defrag` (one member at a time) from time to time;
 //! - size `--quota-backend-bytes` (default 2 GiB, at most 8 GiB
