@@ -7,11 +7,66 @@ use wal_core::Error;
 
 /// A failed etcd request: what to report, and whether the request is known
 /// not to have been applied (etcd refused it up front) or its outcome is
-/// unknown (a timeout, a dropped connection).
+/// unknown (a timeout, a dropped connection, NOSPACE).
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub error: Error,
+    /// The request certainly was not applied.
     pub outcome_known: bool,
+    /// Not applied, and worth sending again: no leader, too many requests,
+    /// a connection refused before the request was sent.
+    pub retryable: bool,
+    /// etcd answered "database space exceeded". The txn that crosses the
+    /// quota is applied and still gets this answer, so it is not proof of
+    /// "not applied" for a txn with a put; but the request is finished: it
+    /// cannot land later, so a read-back settles it.
+    pub nospace: bool,
+}
+
+impl Failure {
+    /// A failure that happened before anything was sent.
+    pub fn from_error(error: Error) -> Failure {
+        Failure::known(error)
+    }
+
+    fn known(error: Error) -> Failure {
+        Failure {
+            error,
+            outcome_known: true,
+            retryable: false,
+            nospace: false,
+        }
+    }
+
+    fn unknown(error: Error) -> Failure {
+        Failure {
+            error,
+            outcome_known: false,
+            retryable: false,
+            nospace: false,
+        }
+    }
+
+    fn retryable(error: Error) -> Failure {
+        Failure {
+            error,
+            outcome_known: true,
+            retryable: true,
+            nospace: false,
+        }
+    }
+}
+
+/// Status messages etcd (or the client, before sending) uses for requests
+/// that certainly were not applied and may be retried. "no leader" comes
+/// from the require-leader check before the request is processed; "too
+/// many requests" from the apply-gap check before it is proposed; the
+/// connect errors from tonic before any byte of the request was sent.
+fn certainly_not_sent_or_refused(lower: &str) -> bool {
+    lower.contains("etcdserver: no leader")
+        || lower.contains("etcdserver: too many requests")
+        || lower.contains("tcp connect error")
+        || lower.contains("connection refused")
 }
 
 impl From<Failure> for Error {
@@ -29,10 +84,9 @@ where
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(map(what, e)),
-        Err(_) => Err(Failure {
-            error: Error::Unavailable(format!("etcd {what}: no answer within {timeout:?}")),
-            outcome_known: false,
-        }),
+        Err(_) => Err(Failure::unknown(Error::Unavailable(format!(
+            "etcd {what}: no answer within {timeout:?}"
+        )))),
     }
 }
 
@@ -44,10 +98,7 @@ pub(crate) fn map(what: &str, e: etcd_client::Error) -> Failure {
         E::GRpcStatus(status) => {
             let msg = status.message().to_string();
             let lower = msg.to_ascii_lowercase();
-            let known = |error| Failure {
-                error,
-                outcome_known: true,
-            };
+            let known = Failure::known;
             if lower.contains("request is too large") || lower.contains("message larger than max") {
                 return known(Error::InvalidArgument(format!(
                     "etcd {what}: {msg}: the request exceeds the cluster's --max-request-bytes; \
@@ -60,9 +111,16 @@ pub(crate) fn map(what: &str, e: etcd_client::Error) -> Failure {
                 )));
             }
             if lower.contains("database space exceeded") || lower.contains("nospace") {
-                return known(Error::Io(std::sync::Arc::new(io::Error::other(format!(
-                    "etcd {what}: {msg} (NOSPACE alarm: compact, defragment, then disarm the alarm)"
-                )))));
+                return Failure {
+                    nospace: true,
+                    ..Failure::unknown(Error::Unavailable(format!(
+                        "etcd {what}: {msg} (NOSPACE: the cluster reached --quota-backend-bytes; \
+                         compact, defragment, then disarm the alarm)"
+                    )))
+                };
+            }
+            if certainly_not_sent_or_refused(&lower) {
+                return Failure::retryable(Error::Unavailable(format!("etcd {what}: {msg}")));
             }
             match status.code() as i32 {
                 grpc_code::INVALID_ARGUMENT | grpc_code::FAILED_PRECONDITION => {
@@ -74,24 +132,22 @@ pub(crate) fn map(what: &str, e: etcd_client::Error) -> Failure {
                         format!("etcd {what}: {msg}"),
                     ))))
                 }
-                _ => Failure {
-                    error: Error::Unavailable(format!("etcd {what}: {msg}")),
-                    outcome_known: false,
-                },
+                _ => Failure::unknown(Error::Unavailable(format!("etcd {what}: {msg}"))),
             }
         }
-        E::InvalidArgs(m) => Failure {
-            error: Error::InvalidArgument(format!("etcd {what}: {m}")),
-            outcome_known: true,
-        },
-        E::InvalidUri(u) => Failure {
-            error: Error::InvalidArgument(format!("etcd {what}: invalid endpoint uri: {u}")),
-            outcome_known: true,
-        },
-        other => Failure {
-            error: Error::Unavailable(format!("etcd {what}: {other}")),
-            outcome_known: false,
-        },
+        E::InvalidArgs(m) => Failure::known(Error::InvalidArgument(format!("etcd {what}: {m}"))),
+        E::InvalidUri(u) => Failure::known(Error::InvalidArgument(format!(
+            "etcd {what}: invalid endpoint uri: {u}"
+        ))),
+        other => {
+            let text = format!("{other} {other:?}").to_ascii_lowercase();
+            let error = Error::Unavailable(format!("etcd {what}: {other}"));
+            if certainly_not_sent_or_refused(&text) {
+                Failure::retryable(error)
+            } else {
+                Failure::unknown(error)
+            }
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! [`EtcdStore`]: the [`WalStore`] on etcd.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
@@ -10,6 +12,7 @@ use wal_core::{Error, FailureSignal, Lsn, ReadLimit, Record, Result, StoreState,
 
 use crate::{
     client::Etcd,
+    error::Failure,
     keepalive::OwnerLease,
     keys::{self, decode_head, encode_head, Descriptor, KeyLayout, PackBuilder, RecordValue},
     options::OP_OVERHEAD,
@@ -60,11 +63,34 @@ struct Owned {
 }
 
 impl Owned {
+    /// What is stored. The last Lsn is the high-water mark: the last
+    /// record, or the head if that is higher (every record up to the head
+    /// was trimmed), so Lsns are never handed out twice.
     fn state(&self) -> StoreState {
         StoreState {
             first_lsn: self.first,
-            last_lsn: self.last,
+            last_lsn: high_water(self.last, self.head),
         }
+    }
+
+    /// An append up to `last` (starting at `first`) committed at `rev`.
+    fn appended(&mut self, first: Option<Lsn>, last: Lsn, rev: i64) {
+        self.head = last;
+        self.head_rev = rev;
+        self.first = self.first.or(first);
+        self.last = Some(last);
+    }
+
+    /// A truncate after `lsn`, with its marker at `marker`, committed at
+    /// `rev`.
+    fn truncated(&mut self, lsn: Lsn, marker: Lsn, rev: i64) {
+        self.head = marker;
+        self.head_rev = rev;
+        self.last = Some(marker);
+        self.first = match self.first {
+            Some(f) if f <= lsn => Some(f),
+            _ => Some(marker),
+        };
     }
 
     fn compares(&self) -> Vec<Compare> {
@@ -100,6 +126,32 @@ impl Owned {
         Error::Fenced { reason }
     }
 }
+
+/// The higher of the last record and the head (a head of zero is no Lsn).
+fn high_water(last: Option<Lsn>, head: Lsn) -> Option<Lsn> {
+    last.max((head > Lsn::ZERO).then_some(head))
+}
+
+/// An error's text without the "backend unavailable" preamble.
+fn why(e: &Error) -> String {
+    match e {
+        Error::Unavailable(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// How a mutation whose final txn got no definite answer ended.
+enum Resolved {
+    /// It landed: the head reads `target`, at this revision.
+    Committed(i64),
+    /// It did not land, and never can (etcd answered it, or the head's
+    /// revision was bumped so its compare fails).
+    NotCommitted,
+}
+
+/// Pauses between attempts of a request etcd certainly did not apply.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 struct PutOp {
     key: Vec<u8>,
@@ -341,28 +393,80 @@ impl EtcdStore {
         groups
     }
 
-    /// The final txn of an append did not answer: find out whether it
-    /// landed by reading the head back; if it did not, bump the head's
-    /// revision (fenced), so that it never can. Never re-sends the append.
-    async fn resolve_unknown(&mut self, last: Lsn, cause: Error) -> Result<()> {
+    /// How long one mutation keeps retrying requests etcd certainly did not
+    /// apply, and keeps trying to read back an unknown outcome: one lease
+    /// TTL (past it the lease is likely lost anyway).
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.options.lease_ttl
+    }
+
+    /// Sends `txn`, again and again while etcd certainly did not apply it
+    /// (no leader, too many requests, connection refused), up to `deadline`
+    /// and while the lease holds.
+    async fn send(
+        &self,
+        what: &str,
+        txn: &Txn,
+        deadline: Instant,
+    ) -> std::result::Result<TxnResponse, Failure> {
+        let Some(etcd) = self.etcd.as_ref() else {
+            return Err(Failure::from_error(Error::Closed));
+        };
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match etcd.txn(what, txn.clone()).await {
+                Err(f)
+                    if f.retryable
+                        && Instant::now() + pause < deadline
+                        && self
+                            .owned
+                            .as_ref()
+                            .is_some_and(|o| o.lease.lost().is_none()) =>
+                {
+                    debug!(error = %f.error, "{what}: not applied; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A txn that moves the head to `target` got no definite answer: find
+    /// out whether it landed by reading the head back. If it did not, make
+    /// sure it never can: after a timeout by bumping the head's revision
+    /// (its compare then fails); after a NOSPACE answer nothing is needed,
+    /// since etcd answered, the request is finished. Never re-sends the txn
+    /// itself.
+    async fn resolve(&mut self, what: &str, target: Lsn, cause: &Failure) -> Result<Resolved> {
         let (etcd, owned) = match (&self.etcd, &self.owned) {
             (Some(e), Some(o)) => (e.clone(), o),
-            _ => return Err(cause),
+            _ => return Err(cause.error.clone()),
         };
         let keys = owned.keys.clone();
         let (token, head, head_rev) = (owned.token, owned.head, owned.head_rev);
-        let unknown = |why: String| {
+        let cause_why = why(&cause.error);
+        let unknown = |detail: String| {
             Error::Unavailable(format!(
-                "outcome of the append up to lsn {last} is unknown ({cause}); {why}"
+                "outcome of the {what} up to lsn {target} is unknown: it may or may not have \
+                 committed ({cause_why}); {detail}; reopen the log to see what it holds"
             ))
         };
-        for _ in 0..3 {
+        let deadline = self.deadline();
+        let mut pause = FIRST_PAUSE;
+        loop {
             let read = Txn::new().and_then([
                 TxnOp::get(keys.owner(), None),
                 TxnOp::get(keys.head(), None),
             ]);
             let resp = match etcd.txn("read back head", read).await {
                 Ok(r) => r,
+                Err(f) if Instant::now() + pause < deadline => {
+                    debug!(error = %f.error, "read-back failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    continue;
+                }
                 Err(f) => return Err(unknown(format!("reading it back failed: {}", f.error))),
             };
             let gets: Vec<_> = resp
@@ -375,28 +479,36 @@ impl EtcdStore {
                 .collect();
             let owner_kv = gets.first().and_then(|g| g.kvs().first());
             if owner_kv.map(|kv| kv.create_revision()) != Some(token.0) {
-                return Err(Error::Fenced {
-                    reason: format!(
-                        "ownership lost while the outcome of the append up to lsn {last} was unknown ({cause})"
-                    ),
-                });
+                // The txn compared this token; it may have landed before
+                // the key went, and a new owner may have moved the head
+                // since, so the head no longer tells.
+                return Err(unknown(format!(
+                    "ownership (fencing token {token}) was lost before it could be read back"
+                )));
             }
             let Some(head_kv) = gets.get(1).and_then(|g| g.kvs().first()) else {
                 return Err(unknown("the head key is gone".into()));
             };
             let now = decode_head(head_kv.key(), head_kv.value())?;
-            if head_kv.mod_revision() != head_rev {
-                if now == last {
-                    debug!(%last, "append outcome resolved by read-back: committed");
-                    if let Some(o) = self.owned.as_mut() {
-                        o.head = last;
-                        o.head_rev = head_kv.mod_revision();
-                    }
-                    return Ok(());
+            let rev = head_kv.mod_revision();
+            if rev != head_rev {
+                // Only this owner writes the head: either the txn landed,
+                // or an earlier bump did (and then the txn never can).
+                if now == target {
+                    debug!(%target, "{what} outcome resolved by read-back: committed");
+                    return Ok(Resolved::Committed(rev));
                 }
-                return Err(Error::Unavailable(format!(
-                    "the append up to lsn {last} did not commit ({cause}); the wal must be reopened"
-                )));
+                if now == head {
+                    if let Some(o) = self.owned.as_mut() {
+                        o.head_rev = rev;
+                    }
+                    return Ok(Resolved::NotCommitted);
+                }
+                return Err(unknown(format!("the head moved to {now} unexpectedly")));
+            }
+            if cause.nospace {
+                debug!(%target, "{what} answered NOSPACE and the head did not move: not committed");
+                return Ok(Resolved::NotCommitted);
             }
             // Not landed yet: make sure it never does.
             let bump = Txn::new()
@@ -410,17 +522,18 @@ impl EtcdStore {
                     if let Some(o) = self.owned.as_mut() {
                         o.head_rev = r.header().map_or(o.head_rev, |h| h.revision());
                     }
-                    return Err(Error::Unavailable(format!(
-                        "the append up to lsn {last} did not commit ({cause}); the wal must be reopened"
-                    )));
+                    return Ok(Resolved::NotCommitted);
                 }
-                // It landed meanwhile, or we were fenced: read again.
-                Ok(_) => continue,
-                Err(f) if f.outcome_known => return Err(unknown(f.error.to_string())),
-                Err(_) => continue,
+                // It landed meanwhile, or we were fenced, or the bump's
+                // outcome is unknown: read again.
+                _ if Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                Ok(_) => return Err(unknown("read-back did not settle it".into())),
+                Err(f) => return Err(unknown(format!("voiding it failed: {}", f.error))),
             }
         }
-        Err(unknown("read-back did not settle it".into()))
     }
 }
 
@@ -441,6 +554,14 @@ impl WalStore for EtcdStore {
             return Err(Error::InvalidArgument("the store is already open".into()));
         }
         self.options.validate()?;
+        if self.options.request_timeout >= self.options.lease_ttl {
+            // One unanswered request would outlive the lease: the writer
+            // could not even learn an outcome while it still owns the log.
+            return Err(Error::InvalidArgument(format!(
+                "request_timeout {:?} must be shorter than lease_ttl {:?}",
+                self.options.request_timeout, self.options.lease_ttl
+            )));
+        }
         let keys = KeyLayout::new(&self.options.prefix, &self.options.name)?;
         self.options
             .limits
@@ -458,7 +579,7 @@ impl WalStore for EtcdStore {
         match self.recover(&etcd, &keys, claim.token).await {
             Ok((head, head_rev, state)) => {
                 debug!(log = keys.base(), %head, ?state, token = %claim.token, "opened");
-                self.owned = Some(Owned {
+                let owned = Owned {
                     keys,
                     token: claim.token,
                     lease,
@@ -466,7 +587,11 @@ impl WalStore for EtcdStore {
                     head_rev,
                     first: state.first_lsn,
                     last: state.last_lsn,
-                });
+                };
+                // The head counts as the Lsn high-water mark even when every
+                // record up to it is gone.
+                let state = owned.state();
+                self.owned = Some(owned);
                 Ok(state)
             }
             Err(e) => {
@@ -547,7 +672,7 @@ impl EtcdStore {
     }
 
     async fn append_inner(&mut self, records: &[Record]) -> Result<()> {
-        let (etcd, owned) = self.owned()?;
+        let (_, owned) = self.owned()?;
         let Some(last) = records.last().map(|r| r.lsn) else {
             return Ok(());
         };
@@ -576,14 +701,12 @@ impl EtcdStore {
                 max: self.options.limits.max_append_bytes,
             });
         }
-        let etcd = etcd.clone();
         let keys = owned.keys.clone();
         let groups = self.split(&keys, self.encode(&keys, records));
+        let first = records.first().map(|r| r.lsn);
         let n = groups.len();
+        let deadline = self.deadline();
         for (i, group) in groups.into_iter().enumerate() {
-            let Some(owned) = self.owned.as_ref() else {
-                return Err(Error::Closed);
-            };
             let final_txn = i + 1 == n;
             let mut ops: Vec<TxnOp> = group
                 .into_iter()
@@ -593,32 +716,64 @@ impl EtcdStore {
                 // The commit point: the whole append becomes visible here.
                 ops.push(TxnOp::put(keys.head(), encode_head(last), None));
             }
-            let txn = owned.fenced_txn(ops);
-            match etcd.txn("append", txn).await {
-                Ok(resp) if resp.succeeded() => {
-                    if final_txn {
-                        if let Some(o) = self.owned.as_mut() {
-                            o.head = last;
-                            o.head_rev = resp.header().map_or(o.head_rev, |h| h.revision());
-                            o.first = o.first.or(records.first().map(|r| r.lsn));
-                            o.last = Some(last);
-                        }
-                    }
+            loop {
+                let Some(owned) = self.owned.as_ref() else {
+                    return Err(Error::Closed);
+                };
+                if let Some(lost) = owned.lease.lost() {
+                    return Err(lost);
                 }
-                Ok(resp) => return Err(owned.fenced(&resp)),
-                Err(f) if f.outcome_known => return Err(f.error),
-                Err(f) if !final_txn => {
+                // Built anew each attempt: the head revision may have moved.
+                let txn = owned.fenced_txn(ops.clone());
+                let f = match self.send("append", &txn, deadline).await {
+                    Ok(resp) if resp.succeeded() => {
+                        if final_txn {
+                            if let Some(o) = self.owned.as_mut() {
+                                let rev = resp.header().map_or(o.head_rev, |h| h.revision());
+                                o.appended(first, last, rev);
+                            }
+                        }
+                        break;
+                    }
+                    Ok(resp) => return Err(owned.fenced(&resp)),
+                    Err(f) => f,
+                };
+                if f.outcome_known {
+                    return Err(f.error);
+                }
+                if !final_txn {
+                    // Its puts sit above the head, invisible until the head
+                    // moves, and it compares the head's revision: sending it
+                    // again is safe (the same keys, the same values).
+                    if !f.nospace && Instant::now() < deadline {
+                        debug!(error = %f.error, "txn {} of {n} of an append: outcome unknown; sending it again", i + 1);
+                        continue;
+                    }
                     return Err(Error::Unavailable(format!(
                         "{}; txn {} of {n} of the append up to lsn {last} failed before its commit point, \
                          so none of it is committed",
-                        match &f.error {
-                            Error::Unavailable(why) => why.clone(),
-                            other => other.to_string(),
-                        },
+                        why(&f.error),
                         i + 1
-                    )))
+                    )));
                 }
-                Err(f) => return self.resolve_unknown(last, f.error).await,
+                match self.resolve("append", last, &f).await? {
+                    Resolved::Committed(rev) => {
+                        if let Some(o) = self.owned.as_mut() {
+                            o.appended(first, last, rev);
+                        }
+                        break;
+                    }
+                    // Void: it can never land, so sending it again is safe.
+                    Resolved::NotCommitted if !f.nospace && Instant::now() < deadline => {
+                        debug!(error = %f.error, %last, "append did not commit; sending it again");
+                    }
+                    Resolved::NotCommitted => {
+                        return Err(Error::Unavailable(format!(
+                            "the append up to lsn {last} did not commit (read back after: {})",
+                            why(&f.error)
+                        )))
+                    }
+                }
             }
         }
         Ok(())
@@ -713,9 +868,6 @@ impl EtcdStore {
                 rewrite = pack.finish();
             }
         }
-        let Some(owned) = self.owned.as_ref() else {
-            return Err(Error::Closed);
-        };
         let mut marker_pack = PackBuilder::new();
         marker_pack.push(high_water);
         let Some((marker_lsn, marker_value)) = marker_pack.finish() else {
@@ -749,20 +901,43 @@ impl EtcdStore {
         }
         ops.push(TxnOp::put(marker_key, marker_value.to_vec(), None));
         ops.push(TxnOp::put(keys.head(), encode_head(new_head), None));
-        let resp = etcd.txn("truncate", owned.fenced_txn(ops)).await?;
-        if !resp.succeeded() {
-            return Err(owned.fenced(&resp));
+        let deadline = self.deadline();
+        loop {
+            let Some(owned) = self.owned.as_ref() else {
+                return Err(Error::Closed);
+            };
+            let f = match self
+                .send("truncate", &owned.fenced_txn(ops.clone()), deadline)
+                .await
+            {
+                Ok(resp) if resp.succeeded() => {
+                    let rev = resp.header().map_or(owned.head_rev, |h| h.revision());
+                    break self.truncated(lsn, new_head, rev);
+                }
+                Ok(resp) => return Err(owned.fenced(&resp)),
+                Err(f) if f.outcome_known => return Err(f.error),
+                Err(f) => f,
+            };
+            match self.resolve("truncate", new_head, &f).await? {
+                Resolved::Committed(rev) => break self.truncated(lsn, new_head, rev),
+                Resolved::NotCommitted if !f.nospace && Instant::now() < deadline => {
+                    debug!(error = %f.error, "truncate did not commit; sending it again");
+                }
+                Resolved::NotCommitted => {
+                    return Err(Error::Unavailable(format!(
+                        "the truncate after lsn {lsn} did not commit (read back after: {})",
+                        why(&f.error)
+                    )))
+                }
+            }
         }
+    }
+
+    fn truncated(&mut self, lsn: Lsn, marker: Lsn, rev: i64) -> Result<StoreState> {
         let Some(o) = self.owned.as_mut() else {
             return Err(Error::Closed);
         };
-        o.head = new_head;
-        o.head_rev = resp.header().map_or(o.head_rev, |h| h.revision());
-        o.last = Some(marker_lsn);
-        o.first = match o.first {
-            Some(f) if f <= lsn => Some(f),
-            _ => Some(marker_lsn),
-        };
+        o.truncated(lsn, marker, rev);
         Ok(o.state())
     }
 }

@@ -128,6 +128,7 @@ async fn etcd_killed_and_restarted_during_writes_loses_no_acknowledged_entry() {
         name: unique("wal-etcd-kill"),
         initial_cluster: None,
         host_port: Some(port),
+        args: Vec::new(),
     })
     .await;
     let eps = vec![node.endpoint.clone()];
@@ -266,6 +267,7 @@ async fn partitioned_member_cannot_write_and_majority_continues() {
             name: n.clone(),
             initial_cluster: Some(cluster.clone()),
             host_port: None,
+            args: Vec::new(),
         })
         .await;
         // Peers talk on their own network; the host uses the published port

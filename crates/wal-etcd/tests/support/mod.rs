@@ -2,13 +2,17 @@
 //! `WAL_ETCD_IMAGE`, or an existing cluster named by `WAL_ETCD_ENDPOINTS`.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod proxy;
+
 use std::{
+    collections::HashMap,
     process::{Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
 use testcontainers::{
+    bollard::models::PortBinding,
     core::{IntoContainerPort, WaitFor},
     runners::AsyncRunner,
     ContainerAsync, GenericImage, ImageExt,
@@ -133,6 +137,8 @@ pub struct NodeSpec {
     pub initial_cluster: Option<String>,
     /// A fixed host port for 2379 (survives kill + start), or a random one.
     pub host_port: Option<u16>,
+    /// Extra etcd flags (e.g. `--quota-backend-bytes=...`).
+    pub args: Vec<String>,
 }
 
 impl NodeSpec {
@@ -141,6 +147,15 @@ impl NodeSpec {
             name: name.to_string(),
             initial_cluster: None,
             host_port: None,
+            args: Vec::new(),
+        }
+    }
+
+    /// A single node with extra etcd flags.
+    pub fn single_with(name: &str, args: &[&str]) -> NodeSpec {
+        NodeSpec {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..NodeSpec::single(name)
         }
     }
 }
@@ -161,7 +176,15 @@ impl EtcdNode {
 pub async fn start_node(spec: NodeSpec) -> EtcdNode {
     preflight();
     let (name, tag) = split_image(&image_ref());
-    let peer = format!("http://{}:2380", spec.name);
+    // A single node is its own only peer: it advertises 127.0.0.1. Container
+    // names resolve only on a user-defined docker network, and etcd 3.5
+    // resolves the advertised peer URL at bootstrap, retrying forever
+    // ("failed to resolve URL Host") on the default bridge. Cluster members
+    // are connected to their own network, where names resolve.
+    let peer = match spec.initial_cluster {
+        Some(_) => format!("http://{}:2380", spec.name),
+        None => "http://127.0.0.1:2380".to_string(),
+    };
     let cluster = spec
         .initial_cluster
         .clone()
@@ -184,17 +207,29 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
         cmd.push("--heartbeat-interval=100".into());
         cmd.push("--election-timeout=1000".into());
     }
+    cmd.extend(spec.args.iter().cloned());
     let image = GenericImage::new(name, tag)
         .with_exposed_port(2379.tcp())
         .with_wait_for(WaitFor::Nothing);
-    let mut req = image
+    // Publish the client port on the loopback interface only (a random host
+    // port unless the spec fixes one); the peer port is not published.
+    // testcontainers' own mappings bind every interface, so the bindings are
+    // set on docker's host config directly.
+    let host_port = spec.host_port.map(|p| p.to_string()).unwrap_or_default();
+    let container = image
         .with_cmd(cmd)
         .with_container_name(spec.name.clone())
-        .with_startup_timeout(Duration::from_secs(60));
-    if let Some(port) = spec.host_port {
-        req = req.with_mapped_port(port, 2379.tcp());
-    }
-    let container = req
+        .with_startup_timeout(Duration::from_secs(60))
+        .with_host_config_modifier(move |hc| {
+            hc.publish_all_ports = Some(false);
+            hc.port_bindings = Some(HashMap::from([(
+                "2379/tcp".to_string(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(host_port.clone()),
+                }]),
+            )]));
+        })
         .start()
         .await
         .unwrap_or_else(|e| panic!("start etcd container {}: {e}", spec.name));
