@@ -79,6 +79,13 @@ async fn head(eps: &[String], prefix: &str) -> (u64, i64) {
     )
 }
 
+/// How many times the head key was written since it was created.
+async fn head_version(eps: &[String], prefix: &str) -> i64 {
+    let mut c = support::operator(eps).await;
+    let r = c.get(format!("{prefix}log/head"), None).await.unwrap();
+    r.kvs().first().expect("head key").version()
+}
+
 /// The owner key's create revision (the fencing token), if any.
 async fn owner_token(eps: &[String], prefix: &str) -> Option<i64> {
     let mut c = support::operator(eps).await;
@@ -394,4 +401,66 @@ async fn old_owners_delayed_txn_is_rejected_after_successor_opens() {
     );
     new.close().await.unwrap();
     assert_eq!(reopen_contents(&eps, &prefix).await, ["old-1", "new-1"]);
+}
+
+/// (d) The append's txn is held in the network past its timeout; the
+/// store's read-back sees the head unchanged; then the txn lands, just
+/// before the store's void arrives. The void's compare (the head's
+/// revision) fails, the store reads again and finds the append committed:
+/// the caller is told Ok (or "unknown"), never "did not commit", and etcd
+/// holds the entry exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_landing_between_read_back_and_void_is_reported_committed() {
+    let eps = support::shared_endpoints().await;
+    let proxy = Proxy::start(&eps[0]).await;
+    let prefix = format!("/{}/", unique("late-landing"));
+    // Renewals far apart: only the append's own calls cross the proxy.
+    let (wal, _) = open(via(&proxy, &prefix).lease_ttl(Duration::from_secs(30))).await;
+    let before = wal.append("before").await.unwrap();
+    let (h0, rev0) = head(&eps, &prefix).await;
+    assert_eq!(h0, before.0);
+    let v0 = head_version(&eps, &prefix).await;
+
+    proxy.land_late(BIG / 2);
+    let big = "d".repeat(BIG);
+    let r = within(
+        "append resolved",
+        Duration::from_secs(30),
+        wal.append(big.clone()),
+    )
+    .await;
+    println!("append landing between read-back and void: caller told {r:?}");
+    assert!(
+        proxy.landed_late(),
+        "the held txn was delivered and answered"
+    );
+    let (h1, rev1) = head(&eps, &prefix).await;
+    assert!(rev1 > rev0);
+    // One head write since: the late txn's. The void (sent after it) was
+    // refused by its compare; a void that landed first would make two
+    // (void, then the re-sent append).
+    assert_eq!(
+        head_version(&eps, &prefix).await,
+        v0 + 1,
+        "the void was not refused: the late txn did not land between read-back and void"
+    );
+    match &r {
+        Ok(lsn) => {
+            assert_eq!(lsn.0, h1, "Ok names the Lsn etcd holds");
+            wal.close().await.unwrap();
+        }
+        Err(e) => {
+            let root = e.root_cause();
+            assert!(
+                is_unknown(root),
+                "it landed, but the caller was told {root:?}"
+            );
+            drop(wal);
+        }
+    }
+    assert_eq!(
+        reopen_contents(&eps, &prefix).await,
+        ["before".to_string(), big],
+        "exactly once"
+    );
 }

@@ -35,6 +35,10 @@ use tokio::{
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+/// Request DATA frames at least this big are unary calls (txns, ranges),
+/// not keep-alive messages.
+const CALL_BYTES: usize = 60;
 
 /// What the proxy does to the bytes of every connection, switchable at run
 /// time (it applies to frames read after the switch).
@@ -78,6 +82,22 @@ struct Shared {
     hold_after_fire: AtomicBool,
     conns: Mutex<Vec<JoinHandle<()>>>,
     counters: Counters,
+    late: Mutex<Late>,
+    late_answered: Notify,
+}
+
+/// [`Proxy::land_late`]: a request held back, delivered just before the
+/// second call that follows it.
+#[derive(Default)]
+struct Late {
+    /// Hold the next request DATA frame at least this big (0: off).
+    over: usize,
+    victim: u32,
+    held: Vec<Vec<u8>>,
+    /// Calls seen after the victim.
+    calls_after: u32,
+    released: bool,
+    answered: bool,
 }
 
 /// A running proxy; `endpoint` is what clients connect to.
@@ -113,6 +133,8 @@ impl Proxy {
                 hold_after_fire: AtomicBool::new(false),
                 conns: Mutex::default(),
                 counters: Counters::default(),
+                late: Mutex::default(),
+                late_answered: Notify::new(),
             }),
             listener: Mutex::new(None),
         };
@@ -222,6 +244,24 @@ impl Proxy {
         self.shared.arm_over.store(bytes, Ordering::SeqCst);
     }
 
+    /// Holds back the next request whose DATA frame carries at least
+    /// `bytes` bytes (and drops the client's cancel of it), passes the next
+    /// call, and delivers the held request just before the call after that,
+    /// once etcd has answered it (the answer is dropped). For an append
+    /// whose txn times out: the read-back sees the head unchanged, the
+    /// append lands, then the void arrives.
+    pub fn land_late(&self, bytes: usize) {
+        *self.shared.late.lock().unwrap() = Late {
+            over: bytes,
+            ..Late::default()
+        };
+    }
+
+    /// Whether the held request was delivered and etcd answered it.
+    pub fn landed_late(&self) -> bool {
+        self.shared.late.lock().unwrap().answered
+    }
+
     /// Whether the armed response was dropped.
     pub fn fired(&self) -> bool {
         self.shared.fired.load(Ordering::SeqCst)
@@ -324,6 +364,44 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
         }
         let mut buf = Vec::new();
         while let Some((kind, stream, len)) = read_frame(&mut cr, &mut buf).await {
+            let release = {
+                let mut late = up_shared.late.lock().unwrap();
+                if late.over > 0 && late.victim == 0 && kind == DATA && len >= late.over {
+                    late.victim = stream;
+                }
+                if late.victim != 0 && stream == late.victim && !late.released {
+                    // The victim's frames (and the client's cancel) wait.
+                    if kind != RST_STREAM {
+                        late.held.push(std::mem::take(&mut buf));
+                    }
+                    continue;
+                }
+                if late.victim != 0 && !late.released && kind == DATA && len >= CALL_BYTES {
+                    late.calls_after += 1;
+                    if late.calls_after == 2 {
+                        late.released = true;
+                        Some(std::mem::take(&mut late.held))
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                }
+            };
+            if let Some(held) = release {
+                let answered = up_shared.late_answered.notified();
+                for f in held {
+                    up_shared
+                        .counters
+                        .up_pending
+                        .fetch_add(f.len() as u64, Ordering::SeqCst);
+                    if tx.send((Instant::now(), f)).is_err() {
+                        return;
+                    }
+                }
+                // Forward the next call only once etcd answered the victim.
+                let _ = tokio::time::timeout(Duration::from_secs(5), answered).await;
+            }
             let fault = *up_shared.fault.borrow();
             let c = &up_shared.counters;
             let due = match fault {
@@ -363,6 +441,17 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                 shared.fired_notify.notify_waiters();
                 count(&c.down_dropped, buf.len(), &c.changed);
                 return;
+            }
+            {
+                let mut late = shared.late.lock().unwrap();
+                if late.released && stream == late.victim && (kind == HEADERS || kind == DATA) {
+                    // etcd applied (or refused) the late request: its answer
+                    // goes nowhere, the client cancelled it long ago.
+                    late.answered = true;
+                    shared.late_answered.notify_waiters();
+                    count(&c.down_dropped, buf.len(), &c.changed);
+                    continue;
+                }
             }
             let fault = *shared.fault.borrow();
             if matches!(fault, Fault::DropResponses | Fault::BlackHole) {
