@@ -463,7 +463,7 @@ async fn tail_recovers_from_compacted_watch_without_skipping() {
         );
         i += 1;
         assert_eq!(wal.append(format!("t{i}")).await.unwrap(), Lsn(i));
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let rev = op
                 .get("wal-compact-probe", None)
                 .await
