@@ -8,7 +8,9 @@
 //!   time of the last acknowledged one (etcd may keep the lease a little
 //!   longer; stopping early is the safe side),
 //! - the owner key is deleted or replaced (a watch on it, re-created if it
-//!   breaks, with a get to check nothing was missed).
+//!   breaks, with a get to check nothing was missed). The get and the watch
+//!   creation run beside the renewals, so a slow member never delays a
+//!   keep-alive.
 //!
 //! Safety does not depend on this task: etcd refuses every mutation of a
 //! writer whose token no longer matches. The task only tells the
@@ -27,6 +29,7 @@ use crate::{client::Etcd, keys::KeyLayout, owner::FencingToken};
 /// The lease behind an owner key, and the task that keeps it alive.
 pub(crate) struct OwnerLease {
     id: i64,
+    ttl: Duration,
     task: JoinHandle<()>,
     lost: watch::Receiver<Option<Error>>,
 }
@@ -56,6 +59,7 @@ impl OwnerLease {
         };
         OwnerLease {
             id,
+            ttl,
             task: tokio::spawn(keeper.run()),
             lost,
         }
@@ -89,13 +93,27 @@ impl OwnerLease {
     }
 
     /// Stops the task and revokes the lease, which deletes the owner key.
+    /// A revoke is idempotent, so a failed one (a sick member answered) is
+    /// sent again, for up to a TTL: a successor need not wait for it to
+    /// lapse.
     pub async fn release(self, etcd: &Etcd) -> Result<(), Error> {
         self.task.abort();
-        match etcd.revoke(self.id).await {
-            Ok(()) => Ok(()),
-            // Already gone (expired or revoked by someone else): fine.
-            Err(f) if f.error.to_string().contains("requested lease not found") => Ok(()),
-            Err(f) => Err(f.error),
+        let deadline = Instant::now() + self.ttl;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match etcd.revoke(self.id).await {
+                Ok(()) => return Ok(()),
+                // Already gone (expired or revoked by someone else): fine.
+                Err(f) if f.error.to_string().contains("requested lease not found") => {
+                    return Ok(())
+                }
+                Err(f) if f.outcome_known && !f.retryable => return Err(f.error),
+                Err(_) if Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(f) => return Err(f.error),
+            }
         }
     }
 }
@@ -126,12 +144,24 @@ enum Renewal {
     Lost(String),
 }
 
+/// The result of an owner check run beside the renewals.
+enum Check {
+    /// The owner key is still this writer's (or it could not be read: the
+    /// TTL deadline decides); a watch on it, if one could be opened.
+    Watch(Option<Box<WatchStream>>),
+    /// The owner key is gone or replaced.
+    Lost(String),
+}
+
 impl Keeper {
     async fn run(mut self) {
         let interval = self.ttl / 3;
         let mut next_tick = Instant::now();
         // Watch from the claim on, so a deletion right after it is seen.
-        self.open_watch(self.token.0 + 1).await;
+        // Owner checks and watch creation run beside the renewals, never
+        // between them: a slow member must not delay a keep-alive.
+        let mut check: Option<BoxFuture<'static, Check>> =
+            Some(self.owner_check(Some(self.token.0 + 1)));
         loop {
             let expires = self.renewed_at + self.ttl;
             if Instant::now() >= expires {
@@ -152,10 +182,15 @@ impl Keeper {
                         Renewal::Failed(why) => debug!(lease = self.id, %why, "keep-alive failed; retrying"),
                         Renewal::Lost(why) => return self.fail(why),
                     }
-                    if self.watch.is_none() {
-                        if let Err(why) = self.check_owner().await {
-                            return self.fail(why);
-                        }
+                    if self.watch.is_none() && check.is_none() {
+                        check = Some(self.owner_check(None));
+                    }
+                }
+                c = next_check(&mut check) => {
+                    check = None;
+                    match c {
+                        Check::Watch(w) => self.watch = w.map(|w| *w),
+                        Check::Lost(why) => return self.fail(why),
                     }
                 }
                 msg = next_watch(&mut self.watch) => match msg {
@@ -177,6 +212,35 @@ impl Keeper {
                 },
             }
         }
+    }
+
+    /// Checks the owner key with a get (unless `from` is given: the claim
+    /// itself was the check), then opens a watch on it from there.
+    fn owner_check(&self, from: Option<i64>) -> BoxFuture<'static, Check> {
+        let (etcd, key, token) = (self.etcd.clone(), self.owner_key.clone(), self.token);
+        Box::pin(async move {
+            let from = match from {
+                Some(r) => r,
+                None => {
+                    let resp = match etcd.get("check owner", key.clone(), None).await {
+                        Ok(r) => r,
+                        // Unreachable: the TTL deadline decides.
+                        Err(_) => return Check::Watch(None),
+                    };
+                    match resp.kvs().first() {
+                        Some(kv) if kv.create_revision() == token.0 => {}
+                        _ => return Check::Lost("the owner key was deleted or replaced".into()),
+                    }
+                    resp.header().map_or(0, |h| h.revision()) + 1
+                }
+            };
+            let mut client = etcd.client.watch_client();
+            let opts = WatchOptions::new().with_start_revision(from);
+            match tokio::time::timeout(etcd.timeout, client.watch(key, Some(opts))).await {
+                Ok(Ok(w)) => Check::Watch(Some(Box::new(w))),
+                _ => Check::Watch(None),
+            }
+        })
     }
 
     /// Sends one keep-alive and waits for its answer.
@@ -226,43 +290,16 @@ impl Keeper {
         }
     }
 
-    /// Re-checks the owner key with a get, then watches it from there.
-    async fn check_owner(&mut self) -> Result<(), String> {
-        let resp = match self
-            .etcd
-            .get("check owner", self.owner_key.clone(), None)
-            .await
-        {
-            Ok(r) => r,
-            // Unreachable: the TTL deadline decides.
-            Err(_) => return Ok(()),
-        };
-        match resp.kvs().first() {
-            Some(kv) if kv.create_revision() == self.token.0 => {}
-            _ => return Err("the owner key was deleted or replaced".into()),
-        }
-        let rev = resp.header().map_or(0, |h| h.revision());
-        self.open_watch(rev + 1).await;
-        Ok(())
-    }
-
-    async fn open_watch(&mut self, from: i64) {
-        let mut client = self.etcd.client.watch_client();
-        let opts = WatchOptions::new().with_start_revision(from);
-        match tokio::time::timeout(
-            self.etcd.timeout,
-            client.watch(self.owner_key.clone(), Some(opts)),
-        )
-        .await
-        {
-            Ok(Ok(w)) => self.watch = Some(w),
-            _ => self.watch = None,
-        }
-    }
-
     fn fail(&self, why: String) {
         warn!(lease = self.id, token = %self.token, %why, "ownership lost");
         self.tx.send_replace(Some(Error::Fenced { reason: why }));
+    }
+}
+
+async fn next_check(check: &mut Option<BoxFuture<'static, Check>>) -> Check {
+    match check.as_mut() {
+        Some(c) => c.as_mut().await,
+        None => futures::future::pending().await,
     }
 }
 

@@ -39,9 +39,28 @@ impl KeyLayout {
                 "wal name {name:?} must be non-empty and contain no '/'"
             )));
         }
-        Ok(KeyLayout {
-            base: format!("{prefix}{name}/"),
-        })
+        let base = format!("{prefix}{name}/");
+        // Another log's record and chunk ranges are `{its base}r/...` and
+        // `{its base}c/...`: a base with `.../x/r/` or `.../x/c/` in it
+        // lies inside the ranges of the log whose base is `.../x/`, whose
+        // trims and truncates would delete this log's keys.
+        let b = base.as_bytes();
+        for i in 1..b.len().saturating_sub(2) {
+            if b[i] == b'/'
+                && b[i - 1] != b'/'
+                && matches!(b[i + 1], b'r' | b'c')
+                && b[i + 2] == b'/'
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "wal keys {base:?} lie inside the {} range of the log whose keys start with {:?} \
+                     (prefix and name of that log would delete them); choose a prefix without a \
+                     path segment \"r\" or \"c\"",
+                    if b[i + 1] == b'r' { "record" } else { "chunk" },
+                    &base[..=i]
+                )));
+            }
+        }
+        Ok(KeyLayout { base })
     }
 
     /// `{base}`: every key of the log starts with it.
@@ -419,6 +438,40 @@ mod tests {
         assert!(s <= k.chunk(Lsn(5), 0) && k.chunk(Lsn(5), u32::MAX) < e);
         assert_eq!(k.parse_record(&k.record(Lsn(42))).unwrap(), Lsn(42));
         assert!(KeyLayout::new("/p/", "a/b").is_err());
+    }
+
+    #[test]
+    fn layouts_nested_in_another_logs_ranges_are_refused() {
+        // `/wal/` + `app` owns `/wal/app/r/...` and `/wal/app/c/...`.
+        for (prefix, name) in [
+            ("/wal/app/", "r"),
+            ("/wal/app/", "c"),
+            ("/wal/app/r/", "x"),
+            ("/wal/app/c/0000/", "x"),
+            ("wal/app/", "r"),
+            // `/` + `c` owns `/c/r/...`, `/` + `wal` owns `/wal/r/...`.
+            ("/c/", "r"),
+            ("/wal/", "r"),
+        ] {
+            let e = KeyLayout::new(prefix, name).err();
+            assert!(
+                matches!(e, Some(Error::InvalidArgument(_))),
+                "{prefix:?} + {name:?}: {e:?}"
+            );
+        }
+        for (prefix, name) in [
+            ("/wal/", "app"),
+            ("/r/", "x"),
+            ("", "r"),
+            ("/wal/app/", "rr"),
+            ("/wal/app/r", "x"),
+            ("/wal//r/", "x"),
+        ] {
+            assert!(
+                KeyLayout::new(prefix, name).is_ok(),
+                "{prefix:?} + {name:?}"
+            );
+        }
     }
 
     #[test]

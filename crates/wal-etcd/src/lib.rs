@@ -83,7 +83,9 @@
 //! - a small append is exactly one txn (records + head), one round trip.
 //!
 //! `truncate_after(x)` deletes every record key above `x` (rewriting the
-//! pack that straddles `x`) and sets the head to `min(head, x)` in one txn.
+//! pack that straddles `x`), puts the `truncated` high-water marker (its Lsn
+//! is above every Lsn ever handed out) and sets the head to the marker's Lsn,
+//! all in one txn, so cut Lsns are never reused.
 //! `remove_before(x)` deletes the record keys (whole packs) and chunk keys
 //! below `x` in one txn.
 //!
@@ -108,27 +110,91 @@
 //!
 //! ## Unknown outcomes
 //!
-//! A txn that times out or loses its connection may or may not have been
-//! applied. It is never re-sent. A non-final txn of an append failing means
-//! the append did not commit (its head put was never sent). If the final
-//! txn's outcome is unknown, the store reads the head and owner back: head
-//! moved to the append's last Lsn means committed; head unchanged means the
-//! store bumps the head's revision with a fenced txn (so the lost txn, which
-//! compares that revision, can never apply later) and reports the append as
-//! not committed. If neither can be established the append fails with
-//! [`Error::Unavailable`](wal_core::Error::Unavailable) saying the outcome is
-//! unknown; the Wal is poisoned either way and a reopen recovers exactly
-//! what committed.
+//! A txn that times out, loses its connection, or is answered "database
+//! space exceeded" may or may not have been applied (etcd applies the txn
+//! that crosses `--quota-backend-bytes` and still answers NOSPACE). Such a
+//! txn is never blindly re-sent:
 //!
-//! ## Errors
+//! - a non-final txn of an append only puts keys above the head (invisible)
+//!   and compares the head's revision, so it is sent again (same keys, same
+//!   values) until the mutation's deadline (one lease TTL); if that fails the
+//!   append did not commit (its head put was never applied);
+//! - if the final txn of an append (or a truncate) has no definite answer,
+//!   the store reads the owner key and the head back (retrying the read up
+//!   to the deadline). Head moved to the target Lsn: committed, the append is
+//!   acknowledged. Head unchanged after a NOSPACE answer: not committed (etcd
+//!   answered, so it cannot apply later). Head unchanged after a timeout: the
+//!   store bumps the head's revision with a fenced txn, so the lost txn
+//!   (which compares that revision) can never apply, and then sends the
+//!   mutation again;
+//! - if the owner key is gone or replaced when reading back, the outcome is
+//!   unknown (the txn may have landed before the lease went, and a new owner
+//!   may have moved the head since): [`Error::Unavailable`](wal_core::Error::Unavailable)
+//!   saying "outcome ... is unknown", never `Fenced`.
 //!
-//! etcd "request too large" / "too many operations in txn" are reported as
-//! `InvalidArgument` naming the [`EtcdLimits`] field to set (the store's own
-//! splitting keeps requests under the configured limits, so these mean the
-//! limits do not match the cluster); payloads above `max_payload_bytes` are
-//! `EntryTooLarge`; a NOSPACE alarm is `Io`; an unreachable or leaderless
-//! cluster is `Unavailable`. Every request has a deadline
-//! ([`EtcdOptions::request_timeout`]): a paused member never hangs a writer.
+//! Requests etcd certainly did not apply ("no leader", "too many requests",
+//! a connection refused before anything was sent) are retried with a short
+//! backoff up to the same deadline, so one sick member in the endpoint list
+//! does not poison the writer.
+//!
+//! ## Errors: did my write happen?
+//!
+//! Every failed mutation poisons the `Wal` (whatever its outcome); a reopen
+//! recovers exactly what committed.
+//!
+//! - `Fenced`: etcd evaluated the txn and its token compare failed (or the
+//!   lease was already known lost before sending): nothing of it landed.
+//! - `Unavailable("... did not commit ...")`, or `Unavailable` from a
+//!   request etcd refused up front: it did not land, and never will.
+//! - `Unavailable("outcome of the append up to lsn N is unknown ...")`: it
+//!   may have landed; reopen and look (entries up to N are recovered iff it
+//!   committed).
+//! - `InvalidArgument`: etcd "request too large" / "too many operations in
+//!   txn" name the [`EtcdLimits`] field to set (the store's own splitting
+//!   keeps requests under the configured limits, so these mean the limits do
+//!   not match the cluster); nothing landed. `EntryTooLarge`: payloads above
+//!   `max_payload_bytes`; nothing was sent.
+//!
+//! Every request has a deadline ([`EtcdOptions::request_timeout`], which
+//! must be shorter than the lease TTL): a paused member never hangs a
+//! writer.
+//!
+//! ## Compaction and space: what the cluster needs
+//!
+//! etcd keeps every revision of every key until it is compacted. Each
+//! append rewrites `B head` (one revision) and each trim deletes record keys
+//! (their old values stay in the history), so a busy log grows etcd's
+//! database without bound unless the cluster compacts:
+//!
+//! - run etcd with auto-compaction, e.g. `--auto-compaction-mode=periodic
+//!   --auto-compaction-retention=1h` (or `revision` mode with a revision
+//!   count). The store never reads old revisions; a reader pins one
+//!   revision for each pass, and a compaction past it fails that pass with
+//!   an error (a tail re-reads on its next poll), so any retention longer
+//!   than one read pass works;
+//! - compaction frees space inside the database file but does not shrink
+//!   it: run `etcdctl defrag` (one member at a time) from time to time;
+//! - size `--quota-backend-bytes` (default 2 GiB, at most 8 GiB
+//!   recommended) for the live data (the records between trims) plus the
+//!   history the retention keeps. When the quota is reached, etcd raises the
+//!   NOSPACE alarm and refuses every put: appends fail (see above) and no
+//!   writer can even claim a log. Recover with compact, defrag, `etcdctl
+//!   alarm disarm`.
+//!
+//! [`space`] reports each member's database size (and the quota, where the
+//! server says) and the NOSPACE alarm. `walctl inspect` on etcd reports the
+//! database size and warns when it is
+//! near the quota (the quota is in etcd's status answer from etcd 3.6 on;
+//! for older servers pass the cluster's `--quota-backend-bytes`, default
+//! 2 GiB) or when a NOSPACE alarm is raised.
+//!
+//! ## Key layout constraints
+//!
+//! A log's keys are `{prefix}{name}/...`, and its record and chunk ranges
+//! are `{prefix}{name}/r/...` and `{prefix}{name}/c/...`. A prefix/name pair
+//! whose keys would lie inside another log's ranges (`/wal/` + `app` and
+//! `/wal/app/` + `r`) is refused with `InvalidArgument`: the other log's
+//! trims would delete its keys.
 //!
 //! ## Credentials
 //!
@@ -149,10 +215,12 @@ mod options;
 mod owner;
 mod read;
 mod reader;
+mod space;
 mod store;
 
 pub use etcd_client;
 pub use options::{Acquire, EtcdLimits, EtcdOptions};
 pub use owner::{FencingToken, OwnerInfo};
 pub use reader::{EtcdReader, KeyProblem, ScanReport};
+pub use space::{space, MemberSpace, SpaceReport};
 pub use store::EtcdStore;

@@ -780,7 +780,7 @@ impl EtcdStore {
     }
 
     async fn remove_before_inner(&mut self, lsn: Lsn) -> Result<StoreState> {
-        let (etcd, owned) = self.owned()?;
+        let (_, owned) = self.owned()?;
         let keys = &owned.keys;
         let ops = vec![
             TxnOp::delete(
@@ -804,7 +804,18 @@ impl EtcdStore {
             .when([owner_compare(keys, owned.token)])
             .and_then(ops)
             .or_else([TxnOp::get(keys.owner(), None)]);
-        let resp = etcd.txn("remove records", txn).await?;
+        // Deleting below a point is idempotent: a txn with an unknown
+        // outcome is simply sent again.
+        let deadline = self.deadline();
+        let resp = loop {
+            match self.send("remove records", &txn, deadline).await {
+                Ok(r) => break r,
+                Err(f) if !f.outcome_known && !f.nospace && Instant::now() < deadline => {
+                    debug!(error = %f.error, "remove records: outcome unknown; sending it again");
+                }
+                Err(f) => return Err(f.error),
+            }
+        };
         if !resp.succeeded() {
             return Err(owned.fenced(&resp));
         }

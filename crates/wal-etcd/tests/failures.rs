@@ -315,8 +315,42 @@ async fn partitioned_member_cannot_write_and_majority_continues() {
         b_acked.push(format!("b{i}"));
     }
 
+    // A writer given all three endpoints: the partitioned one among them
+    // must not stop it (requests it refuses are retried, unanswered ones
+    // resolved through the others).
+    let (c, _) = open(
+        support::options(&eps, "/partition/", "all")
+            .lease_ttl(Duration::from_secs(6))
+            .request_timeout(Duration::from_secs(2))
+            .writer_id("c-via-all-endpoints"),
+    )
+    .await
+    .unwrap();
+    c.append("c-before").await.unwrap();
+
     docker(&["network", "disconnect", &net.0, nodes[victim].id()]);
     let t0 = Instant::now();
+    let mut c_acked = vec!["c-before".to_string()];
+    for i in 0..30 {
+        let r = within(
+            "an append via all three endpoints",
+            Duration::from_secs(20),
+            c.append(format!("c{i}")),
+        )
+        .await;
+        assert!(r.is_ok(), "append {i} via all endpoints failed: {r:?}");
+        c_acked.push(format!("c{i}"));
+    }
+    println!(
+        "writer via all three endpoints: 30 appends during the partition in {:?}",
+        t0.elapsed()
+    );
+    c.close().await.unwrap();
+    let (c, rec) = open(fast(&majority, "all").acquire(Acquire::Wait(Duration::from_secs(15))))
+        .await
+        .unwrap();
+    assert_eq!(texts(&collect(rec).await), c_acked);
+    c.close().await.unwrap();
 
     let (a, _) = open(fast(&majority, "a")).await.unwrap();
     for i in 0..30 {

@@ -124,7 +124,9 @@ async fn racing_writers_exactly_one_owner_and_fenced_loser_lands_nothing() {
 async fn revoked_lease_fences_writer_and_waiting_standby_takes_over() {
     let eps = support::shared_endpoints().await;
     let prefix = format!("/{}/", support::unique("revoke"));
-    let opts = support::options(&eps, &prefix, "log").lease_ttl(Duration::from_secs(2));
+    let opts = support::options(&eps, &prefix, "log")
+        .lease_ttl(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(1));
     let (primary, _) = open(opts.clone().writer_id("primary")).await.unwrap();
     let mut acked = Vec::new();
     for i in 0..20 {
@@ -192,7 +194,9 @@ async fn revoked_lease_fences_writer_and_waiting_standby_takes_over() {
 async fn crashed_owner_lease_lapses_and_standby_takes_over() {
     let eps = support::shared_endpoints().await;
     let prefix = format!("/{}/", support::unique("lapse"));
-    let opts = support::options(&eps, &prefix, "log").lease_ttl(Duration::from_secs(2));
+    let opts = support::options(&eps, &prefix, "log")
+        .lease_ttl(Duration::from_secs(2))
+        .request_timeout(Duration::from_secs(1));
     let (primary, _) = open(opts.clone()).await.unwrap();
     primary.append_batch(["a", "b", "c"]).await.unwrap();
     let t0 = Instant::now();

@@ -337,3 +337,32 @@ async fn bench_etcd_prints_json_and_cleans_up() {
         .unwrap();
     assert_eq!(left.count(), 0);
 }
+
+/// `inspect` reports each member's database size against the quota and
+/// warns near it: with the default (2 GiB) the test database is far below
+/// it; with `--quota-bytes` just above its size it is near.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_warns_when_the_database_is_near_its_quota() {
+    let log = Log::new("walctl-quota").await;
+    let (wal, _) = write_log(&log, 5).await;
+    wal.close().await.unwrap();
+
+    let o = log.walctl(&["--json", "inspect"]).await;
+    assert!(o.status.success(), "inspect failed: {}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let members = v["space"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), log.endpoints.len(), "{v}");
+    let db_size = members[0]["db_size"].as_u64().unwrap();
+    assert!(db_size > 0, "{v}");
+    assert_eq!(v["space"]["warnings"].as_array().unwrap().len(), 0, "{v}");
+
+    let near = (db_size + db_size / 10).to_string();
+    let o = log.walctl(&["inspect", "--quota-bytes", &near]).await;
+    assert!(o.status.success(), "inspect failed: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning") && err.contains("of its quota"),
+        "no quota warning: {err}"
+    );
+    assert!(stdout(&o).contains("--quota-bytes"), "{}", stdout(&o));
+}

@@ -105,13 +105,14 @@ struct InspectJson {
     payload_bytes: u64,
     checkpoints: Checkpoints,
     problems: Vec<ProblemJson>,
+    space: inspect::SpaceJson,
 }
 
 /// `inspect` on etcd.
-pub fn inspect(o: EtcdOptions, json: bool, _args: &inspect::Args) -> Result<u8> {
+pub fn inspect(o: EtcdOptions, json: bool, args: &inspect::Args) -> Result<u8> {
     let log = log_name(&o);
     let rt = runtime()?;
-    let (report, tracker, owner) = rt.block_on(async {
+    let (report, tracker, owner, space) = rt.block_on(async {
         let reader = connect(&o).await?;
         let owner = match reader
             .owner()
@@ -139,7 +140,10 @@ pub fn inspect(o: EtcdOptions, json: bool, _args: &inspect::Args) -> Result<u8> 
             .await
             .with_context(|| format!("reading {log}"))?;
         t.finish();
-        anyhow::Ok((report, t, owner))
+        let space = wal_etcd::space(&o)
+            .await
+            .context("reading the etcd members' status")?;
+        anyhow::Ok((report, t, owner, inspect::space_json(&space, args)))
     })?;
     let out = InspectJson {
         backend: "etcd",
@@ -161,6 +165,7 @@ pub fn inspect(o: EtcdOptions, json: bool, _args: &inspect::Args) -> Result<u8> 
         payload_bytes: report.payload_bytes,
         checkpoints: tracker.cps,
         problems: problems_json(&report),
+        space,
     };
     if json {
         output::json_pretty(&out)?;
@@ -208,6 +213,7 @@ pub fn inspect(o: EtcdOptions, json: bool, _args: &inspect::Args) -> Result<u8> 
             println!("  key {:?}: {}", p.key, p.why);
         }
     }
+    inspect::print_space(&r.space);
     Ok(0)
 }
 

@@ -15,7 +15,116 @@ use crate::{output, target::TargetArgs};
 
 /// `inspect` flags.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// etcd only: the cluster's --quota-backend-bytes, for the space
+    /// warning when the server does not report its quota (etcd before 3.6).
+    /// Default: etcd's default quota, 2 GiB.
+    #[arg(long, value_name = "BYTES")]
+    pub quota_bytes: Option<u64>,
+}
+
+/// etcd's default `--quota-backend-bytes`.
+pub const ETCD_DEFAULT_QUOTA: u64 = 2 << 30;
+
+/// Warn when a member's database reaches this share of its quota.
+pub const QUOTA_WARN_RATIO: f64 = 0.8;
+
+/// One etcd member's database size against its quota, as printed.
+#[derive(Debug, Serialize)]
+pub struct MemberSpaceJson {
+    pub endpoint: String,
+    pub db_size: u64,
+    pub db_size_in_use: u64,
+    pub quota: u64,
+    /// Where the quota came from: "server", "--quota-bytes" or "etcd default".
+    pub quota_source: &'static str,
+    pub used_ratio: f64,
+}
+
+/// The cluster's space, as printed by `inspect` on etcd.
+#[derive(Debug, Serialize)]
+pub struct SpaceJson {
+    pub members: Vec<MemberSpaceJson>,
+    pub nospace_alarm: bool,
+    /// Operator warnings: near the quota, NOSPACE raised, members that
+    /// did not answer.
+    pub warnings: Vec<String>,
+}
+
+/// The space part of `inspect` on etcd, from [`wal_etcd::space`].
+pub fn space_json(report: &wal_etcd::SpaceReport, args: &Args) -> SpaceJson {
+    let mut warnings = Vec::new();
+    let members: Vec<MemberSpaceJson> = report
+        .members
+        .iter()
+        .map(|m| {
+            let (quota, quota_source) = match (m.quota, args.quota_bytes) {
+                (Some(q), _) => (q.max(0) as u64, "server"),
+                (None, Some(q)) => (q, "--quota-bytes"),
+                (None, None) => (ETCD_DEFAULT_QUOTA, "etcd default"),
+            };
+            let db_size = m.db_size.max(0) as u64;
+            let used_ratio = if quota == 0 {
+                0.0
+            } else {
+                db_size as f64 / quota as f64
+            };
+            if used_ratio >= QUOTA_WARN_RATIO {
+                warnings.push(format!(
+                    "etcd member {}: database {} is {:.0}% of its quota {} ({quota_source}); \
+                     at the quota etcd refuses every write (NOSPACE): compact, defragment, or raise \
+                     --quota-backend-bytes",
+                    m.endpoint,
+                    crate::output::size(db_size),
+                    used_ratio * 100.0,
+                    crate::output::size(quota),
+                ));
+            }
+            MemberSpaceJson {
+                endpoint: m.endpoint.clone(),
+                db_size,
+                db_size_in_use: m.db_size_in_use.max(0) as u64,
+                quota,
+                quota_source,
+                used_ratio,
+            }
+        })
+        .collect();
+    if report.nospace_alarm {
+        warnings.push(
+            "etcd NOSPACE alarm raised: every write is refused until an operator compacts, \
+             defragments and runs `etcdctl alarm disarm`"
+                .into(),
+        );
+    }
+    for (ep, why) in &report.unreachable {
+        warnings.push(format!("etcd member {ep}: no status ({why})"));
+    }
+    SpaceJson {
+        members,
+        nospace_alarm: report.nospace_alarm,
+        warnings,
+    }
+}
+
+/// Prints the space part of `inspect` on etcd; warnings go to stderr too.
+pub fn print_space(space: &SpaceJson) {
+    for m in &space.members {
+        println!(
+            "etcd db {}: {} ({} in use), quota {} ({}), {:.1}% used",
+            m.endpoint,
+            crate::output::size(m.db_size),
+            crate::output::size(m.db_size_in_use),
+            crate::output::size(m.quota),
+            m.quota_source,
+            m.used_ratio * 100.0
+        );
+    }
+    for w in &space.warnings {
+        println!("warning: {w}");
+        eprintln!("warning: {w}");
+    }
+}
 
 /// One segment, as printed.
 #[derive(Debug, Serialize)]
