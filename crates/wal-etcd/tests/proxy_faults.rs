@@ -464,3 +464,45 @@ async fn append_landing_between_read_back_and_void_is_reported_committed() {
         "exactly once"
     );
 }
+
+/// (c, the other way) The append's request is swallowed (it never reaches
+/// etcd) and the owner's lease is revoked before the store can read back.
+/// Whatever the caller is told, it must not claim a commit: an error
+/// (fenced or unknown), and the entry is not in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_lost_while_the_request_is_swallowed_never_claims_a_commit() {
+    let eps = support::shared_endpoints().await;
+    let proxy = Proxy::start(&eps[0]).await;
+    let prefix = format!("/{}/", unique("lost-owner-unlanded"));
+    let (wal, _) = open(via(&proxy, &prefix)).await;
+    let before = wal.append("before").await.unwrap();
+    let h0 = head(&eps, &prefix).await;
+
+    proxy.set(Fault::BlackHole);
+    let dropped = proxy.up_dropped();
+    let append = tokio::spawn({
+        let wal = wal.clone();
+        async move { wal.append("e".repeat(BIG)).await }
+    });
+    proxy
+        .wait_for(
+            "the append's request swallowed",
+            Duration::from_secs(10),
+            |p| p.up_dropped() >= dropped + BIG as u64,
+        )
+        .await;
+    assert!(support::revoke_owner(&eps, &prefix, "log").await);
+    proxy.pass();
+    proxy.cut();
+    let r = within("append fails", Duration::from_secs(30), append)
+        .await
+        .unwrap();
+    println!("swallowed append, owner revoked meanwhile: caller told {r:?}");
+    let e = r.expect_err("acknowledged an append etcd never saw");
+    let root = e.root_cause();
+    assert!(root.is_fenced() || is_unknown(root), "{root:?}");
+    assert_eq!(head(&eps, &prefix).await, h0, "nothing moved the head");
+    drop(wal);
+    assert_eq!(reopen_contents(&eps, &prefix).await, ["before"]);
+    assert_eq!(before, Lsn(1));
+}
