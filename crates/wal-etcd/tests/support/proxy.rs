@@ -1,32 +1,76 @@
 //! A TCP fault proxy between a client and one etcd member, to produce
-//! unknown outcomes on purpose. It forwards whole HTTP/2 frames, so it can
-//! drop exactly the response to one request (a txn that etcd applied, whose
-//! answer never arrives) and cut the connection; it can also hold new
-//! connections (no answers until released) or stop listening (connection
-//! refused).
+//! unknown outcomes and slow networks on purpose. It listens on a free
+//! 127.0.0.1 port and forwards whole HTTP/2 frames, so that it can:
+//!
+//! - drop exactly the response to one request (a txn that etcd applied,
+//!   whose answer never arrives) and cut the connection
+//!   ([`drop_next_response_over`](Proxy::drop_next_response_over));
+//! - apply a [`Fault`] switchable at run time to every connection: pass
+//!   through, delay requests, drop responses (forward what the client sends,
+//!   discard what the server answers: "request sent, response lost"; the
+//!   h2 connection then breaks, which is fine), or black-hole (accept and
+//!   forward nothing either way);
+//! - cut every connection ([`cut`](Proxy::cut)), hold new connections (no
+//!   answers until released) or stop listening (connection refused).
+//!
+//! Counters of what was forwarded, delayed and dropped let tests wait for
+//! a fault to have taken effect instead of sleeping.
 
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
+    time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::{watch, Notify},
+    sync::{mpsc, watch, Notify},
     task::JoinHandle,
 };
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+/// Request DATA frames at least this big are unary calls (txns, ranges),
+/// not keep-alive messages.
+const CALL_BYTES: usize = 60;
+
+/// What the proxy does to the bytes of every connection, switchable at run
+/// time (it applies to frames read after the switch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward both ways.
+    Pass,
+    /// Forward client bytes this long after they arrived (in order);
+    /// forward server bytes at once.
+    DelayRequests(Duration),
+    /// Forward client bytes; discard server bytes.
+    DropResponses,
+    /// Forward nothing either way (bytes are read and discarded).
+    BlackHole,
+}
+
+/// Counters, in bytes of whole frames (headers included).
+#[derive(Default)]
+struct Counters {
+    up_forwarded: AtomicU64,
+    up_dropped: AtomicU64,
+    /// Client bytes queued for later delivery, not yet written.
+    up_pending: AtomicU64,
+    down_forwarded: AtomicU64,
+    down_dropped: AtomicU64,
+    changed: Notify,
+}
 
 struct Shared {
     /// True: new connections are accepted but nothing is forwarded.
     hold: watch::Sender<bool>,
+    fault: watch::Sender<Fault>,
     /// Drop the response to the next request whose DATA frame carries at
     /// least this many bytes (0: off).
     arm_over: AtomicUsize,
@@ -37,6 +81,23 @@ struct Shared {
     /// After firing, hold new connections until released.
     hold_after_fire: AtomicBool,
     conns: Mutex<Vec<JoinHandle<()>>>,
+    counters: Counters,
+    late: Mutex<Late>,
+    late_answered: Notify,
+}
+
+/// [`Proxy::land_late`]: a request held back, delivered just before the
+/// second call that follows it.
+#[derive(Default)]
+struct Late {
+    /// Hold the next request DATA frame at least this big (0: off).
+    over: usize,
+    victim: u32,
+    held: Vec<Vec<u8>>,
+    /// Calls seen after the victim.
+    calls_after: u32,
+    released: bool,
+    answered: bool,
 }
 
 /// A running proxy; `endpoint` is what clients connect to.
@@ -64,12 +125,16 @@ impl Proxy {
             upstream,
             shared: Arc::new(Shared {
                 hold: watch::channel(false).0,
+                fault: watch::channel(Fault::Pass).0,
                 arm_over: AtomicUsize::new(0),
                 victim: AtomicU32::new(0),
                 fired: AtomicBool::new(false),
                 fired_notify: Notify::new(),
                 hold_after_fire: AtomicBool::new(false),
                 conns: Mutex::default(),
+                counters: Counters::default(),
+                late: Mutex::default(),
+                late_answered: Notify::new(),
             }),
             listener: Mutex::new(None),
         };
@@ -96,10 +161,77 @@ impl Proxy {
                         pump_pair(client, server, shared2).await;
                     }
                 });
-                shared.conns.lock().unwrap().push(conn);
+                let mut conns = shared.conns.lock().unwrap();
+                conns.retain(|c| !c.is_finished());
+                conns.push(conn);
             }
         });
         *self.listener.lock().unwrap() = Some(task);
+    }
+
+    /// Switches every connection (open and future) to `fault`.
+    pub fn set(&self, fault: Fault) {
+        self.shared.fault.send_replace(fault);
+    }
+
+    /// The fault in effect.
+    pub fn fault(&self) -> Fault {
+        *self.shared.fault.borrow()
+    }
+
+    /// Forward both ways again (what was delayed is still delivered late).
+    pub fn pass(&self) {
+        self.set(Fault::Pass);
+    }
+
+    /// Cuts every open connection (clients see a reset and reconnect); the
+    /// proxy keeps listening. Bytes still queued by a delay are lost.
+    pub fn cut(&self) {
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Client bytes forwarded to the server so far.
+    pub fn up_forwarded(&self) -> u64 {
+        self.shared.counters.up_forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Client bytes discarded (black hole) so far.
+    pub fn up_dropped(&self) -> u64 {
+        self.shared.counters.up_dropped.load(Ordering::SeqCst)
+    }
+
+    /// Client bytes held by a delay, not yet forwarded.
+    pub fn up_pending(&self) -> u64 {
+        self.shared.counters.up_pending.load(Ordering::SeqCst)
+    }
+
+    /// Server bytes forwarded to the client so far.
+    pub fn down_forwarded(&self) -> u64 {
+        self.shared.counters.down_forwarded.load(Ordering::SeqCst)
+    }
+
+    /// Server bytes discarded (dropped responses, black hole) so far.
+    pub fn down_dropped(&self) -> u64 {
+        self.shared.counters.down_dropped.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `cond(self)` holds (re-checked whenever a counter
+    /// moves), or panics after `within`.
+    pub async fn wait_for(&self, what: &str, within: Duration, cond: impl Fn(&Proxy) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            let changed = self.shared.counters.changed.notified();
+            if cond(self) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "proxy: {what}: not within {within:?}");
+            // The counters notify on every frame; the cap only bounds a
+            // missed wake-up.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), changed).await;
+        }
     }
 
     /// Drops the response to the next request carrying a DATA frame of at
@@ -110,6 +242,24 @@ impl Proxy {
         self.shared.victim.store(0, Ordering::SeqCst);
         self.shared.hold_after_fire.store(hold, Ordering::SeqCst);
         self.shared.arm_over.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Holds back the next request whose DATA frame carries at least
+    /// `bytes` bytes (and drops the client's cancel of it), passes the next
+    /// call, and delivers the held request just before the call after that,
+    /// once etcd has answered it (the answer is dropped). For an append
+    /// whose txn times out: the read-back sees the head unchanged, the
+    /// append lands, then the void arrives.
+    pub fn land_late(&self, bytes: usize) {
+        *self.shared.late.lock().unwrap() = Late {
+            over: bytes,
+            ..Late::default()
+        };
+    }
+
+    /// Whether the held request was delivered and etcd answered it.
+    pub fn landed_late(&self) -> bool {
+        self.shared.late.lock().unwrap().answered
     }
 
     /// Whether the armed response was dropped.
@@ -144,9 +294,7 @@ impl Proxy {
         if let Some(t) = self.listener.lock().unwrap().take() {
             t.abort();
         }
-        for c in self.shared.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
+        self.cut();
     }
 
     /// Listens again on the same port.
@@ -178,26 +326,100 @@ async fn read_frame(
     Some((kind, stream, len))
 }
 
+fn count(c: &AtomicU64, n: usize, changed: &Notify) {
+    c.fetch_add(n as u64, Ordering::SeqCst);
+    changed.notify_waiters();
+}
+
 async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    // Client -> server goes through a queue, so that a delay holds bytes
+    // without holding up the reading of later ones.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer_shared = shared.clone();
+    let writer = async move {
+        while let Some((due, buf)) = rx.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            let c = &writer_shared.counters;
+            c.up_pending.fetch_sub(buf.len() as u64, Ordering::SeqCst);
+            if sw.write_all(&buf).await.is_err() {
+                return;
+            }
+            count(&c.up_forwarded, buf.len(), &c.changed);
+        }
+    };
     let up_shared = shared.clone();
     let up = async move {
         let mut preface = [0u8; 24];
         if cr.read_exact(&mut preface).await.is_err() || preface != PREFACE {
             return;
         }
-        if sw.write_all(&preface).await.is_err() {
+        up_shared
+            .counters
+            .up_pending
+            .fetch_add(preface.len() as u64, Ordering::SeqCst);
+        if tx.send((Instant::now(), preface.to_vec())).is_err() {
             return;
         }
         let mut buf = Vec::new();
         while let Some((kind, stream, len)) = read_frame(&mut cr, &mut buf).await {
+            let release = {
+                let mut late = up_shared.late.lock().unwrap();
+                if late.over > 0 && late.victim == 0 && kind == DATA && len >= late.over {
+                    late.victim = stream;
+                }
+                if late.victim != 0 && stream == late.victim && !late.released {
+                    // The victim's frames (and the client's cancel) wait.
+                    if kind != RST_STREAM {
+                        late.held.push(std::mem::take(&mut buf));
+                    }
+                    continue;
+                }
+                if late.victim != 0 && !late.released && kind == DATA && len >= CALL_BYTES {
+                    late.calls_after += 1;
+                    if late.calls_after == 2 {
+                        late.released = true;
+                        Some(std::mem::take(&mut late.held))
+                    } else {
+                        None
+                    }
+                } else {
+                    None
+                }
+            };
+            if let Some(held) = release {
+                let answered = up_shared.late_answered.notified();
+                for f in held {
+                    up_shared
+                        .counters
+                        .up_pending
+                        .fetch_add(f.len() as u64, Ordering::SeqCst);
+                    if tx.send((Instant::now(), f)).is_err() {
+                        return;
+                    }
+                }
+                // Forward the next call only once etcd answered the victim.
+                let _ = tokio::time::timeout(Duration::from_secs(5), answered).await;
+            }
+            let fault = *up_shared.fault.borrow();
+            let c = &up_shared.counters;
+            let due = match fault {
+                Fault::BlackHole => {
+                    count(&c.up_dropped, buf.len(), &c.changed);
+                    continue;
+                }
+                Fault::DelayRequests(d) => Instant::now() + d,
+                Fault::Pass | Fault::DropResponses => Instant::now(),
+            };
             let over = up_shared.arm_over.load(Ordering::SeqCst);
             if kind == DATA && over > 0 && len >= over {
                 up_shared.arm_over.store(0, Ordering::SeqCst);
                 up_shared.victim.store(stream, Ordering::SeqCst);
             }
-            if sw.write_all(&buf).await.is_err() {
+            c.up_pending.fetch_add(buf.len() as u64, Ordering::SeqCst);
+            c.changed.notify_waiters();
+            if tx.send((due, std::mem::take(&mut buf))).is_err() {
                 return;
             }
         }
@@ -205,6 +427,7 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     let down = async move {
         let mut buf = Vec::new();
         while let Some((kind, stream, _)) = read_frame(&mut sr, &mut buf).await {
+            let c = &shared.counters;
             let victim = shared.victim.load(Ordering::SeqCst);
             if victim != 0 && stream == victim && (kind == HEADERS || kind == DATA) {
                 // etcd answered (so it applied the request): drop the answer
@@ -216,16 +439,39 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                 }
                 shared.fired.store(true, Ordering::SeqCst);
                 shared.fired_notify.notify_waiters();
+                count(&c.down_dropped, buf.len(), &c.changed);
                 return;
+            }
+            {
+                let mut late = shared.late.lock().unwrap();
+                if late.released && stream == late.victim && (kind == HEADERS || kind == DATA) {
+                    // etcd applied (or refused) the late request: its answer
+                    // goes nowhere, the client cancelled it long ago.
+                    late.answered = true;
+                    shared.late_answered.notify_waiters();
+                    count(&c.down_dropped, buf.len(), &c.changed);
+                    continue;
+                }
+            }
+            let fault = *shared.fault.borrow();
+            if matches!(fault, Fault::DropResponses | Fault::BlackHole) {
+                count(&c.down_dropped, buf.len(), &c.changed);
+                continue;
             }
             if cw.write_all(&buf).await.is_err() {
                 return;
             }
+            count(&c.down_forwarded, buf.len(), &c.changed);
         }
     };
-    // Either direction ending ends the connection (both halves dropped).
+    // The client side ending ends the connection once what it sent was
+    // delivered (a delay still delivers it); the server side ending, or the
+    // writer failing, ends it at once.
+    let up_then_flush = async move {
+        tokio::join!(up, writer);
+    };
     tokio::select! {
-        _ = up => {}
+        _ = up_then_flush => {}
         _ = down => {}
     }
 }
