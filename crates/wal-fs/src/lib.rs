@@ -89,6 +89,9 @@
 //!
 //! ## Open and recovery
 //!
+//! 0. Create the directory if it is missing, with every missing ancestor;
+//!    the parent of each level created is fsynced, so the new entries are
+//!    durable before anything is written into them.
 //! 1. Lock `wal.lock` (`flock`, non-blocking); a second opener, in this or
 //!    another process, gets [`Error::Locked`](wal_core::Error::Locked) naming
 //!    the holder's pid. Delete `*.wal.tmp` leftovers.

@@ -68,12 +68,7 @@ impl SegmentLog {
         io: Arc<dyn FileIo>,
     ) -> Result<(SegmentLog, StoreState), Error> {
         let opts = opts.normalized();
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir)?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                io.sync_dir(parent)?;
-            }
-        }
+        create_dir_durably(&dir, io.as_ref())?;
         let lock = DirLock::acquire(&dir)?;
         let mut log = SegmentLog {
             dir,
@@ -622,6 +617,31 @@ impl SegmentLog {
             Ok(())
         })
     }
+}
+
+/// Creates `dir` and every missing ancestor, then fsyncs the parent of each
+/// directory it created (deepest first), so every new level's entry is
+/// durable before the log is written into it.
+pub(crate) fn create_dir_durably(dir: &Path, io: &dyn FileIo) -> Result<(), Error> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The levels that do not exist yet, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in &missing {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        io.sync_dir(parent)?;
+    }
+    Ok(())
 }
 
 fn tmp_path(segment: &Path) -> PathBuf {
