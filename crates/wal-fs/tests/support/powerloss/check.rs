@@ -32,7 +32,7 @@ pub fn check(
     cp: Option<CheckpointInfo>,
     entries: &[(u64, EntryKind, Bytes)],
     next: u64,
-) -> Vec<Violation> {
+) -> (Vec<Violation>, BTreeSet<usize>) {
     let mut out = Vec::new();
     // -- the checkpoint: at least the last acknowledged commit, and whole.
     let required_cp = o
@@ -259,5 +259,5 @@ pub fn check(
             format!("next append got lsn {next}, an acknowledged or recovered lsn reaches {max}"),
         );
     }
-    out
+    (out, present.into_keys().collect())
 }

@@ -51,6 +51,11 @@ pub enum CrashModel {
     /// (d) Each unsynced directory change kept or lost at random (and the
     /// data torn as in (c)).
     DirRandom(u64),
+    /// (e) fsyncgate: an `fdatasync` failed and the machine stayed up. The
+    /// page cache still shows the unsynced bytes (the state is (b)'s), but
+    /// the kernel may have dropped them from the disk's to-do list: a reopen
+    /// must not hand them out as recovered. Only for a crash at `sync_data`.
+    FsyncGate,
 }
 
 impl CrashModel {
@@ -61,6 +66,7 @@ impl CrashModel {
             CrashModel::KeepAll => "b:keep-all",
             CrashModel::TornSectors(_) => "c:torn-sectors",
             CrashModel::DirRandom(_) => "d:dir-random",
+            CrashModel::FsyncGate => "e:fsyncgate",
         }
     }
 }
@@ -126,7 +132,7 @@ impl Inode {
     fn materialize(&self, model: CrashModel, rng: &mut Rng) -> Vec<u8> {
         match model {
             CrashModel::LoseUnsynced => self.durable.clone(),
-            CrashModel::KeepAll => self.current.clone(),
+            CrashModel::KeepAll | CrashModel::FsyncGate => self.current.clone(),
             CrashModel::TornSectors(_) | CrashModel::DirRandom(_) => {
                 let size = if self.durable.len() != self.current.len() && rng.coin() {
                     self.current.len()
@@ -223,6 +229,16 @@ impl PowerLossIo {
         self.disk.lock().unwrap().crashed
     }
 
+    /// Whether the operation that crashed was an `fdatasync`.
+    pub fn crashed_at_sync_data(&self) -> bool {
+        let d = self.disk.lock().unwrap();
+        d.log
+            .iter()
+            .rev()
+            .find(|l| l.contains(" CRASH at "))
+            .is_some_and(|l| l.contains(" CRASH at sync_data "))
+    }
+
     /// One line per operation, in order.
     pub fn log(&self) -> Vec<String> {
         self.disk.lock().unwrap().log.clone()
@@ -249,7 +265,7 @@ impl PowerLossIo {
         for op in &d.pending {
             let keep = match model {
                 CrashModel::LoseUnsynced => false,
-                CrashModel::KeepAll | CrashModel::TornSectors(_) => true,
+                CrashModel::KeepAll | CrashModel::FsyncGate | CrashModel::TornSectors(_) => true,
                 CrashModel::DirRandom(_) => rng.coin(),
             };
             if !keep {

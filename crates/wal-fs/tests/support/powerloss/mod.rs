@@ -10,7 +10,7 @@ pub mod disk;
 pub mod workload;
 
 use std::{
-    collections::{hash_map::DefaultHasher, BTreeMap, HashSet},
+    collections::{hash_map::DefaultHasher, BTreeMap, BTreeSet, HashMap, HashSet},
     hash::{Hash, Hasher},
     path::{Path, PathBuf},
     sync::Arc,
@@ -35,6 +35,8 @@ pub struct Sweep {
     pub random_states: u64,
     /// Self-test: a disk whose `sync_data` makes nothing durable.
     pub broken_sync: bool,
+    /// Also check model (e), fsyncgate, at crashes on `sync_data`.
+    pub fsyncgate: bool,
 }
 
 /// The first (smallest K) example of one kind of violation.
@@ -181,7 +183,12 @@ async fn run_once(
 }
 
 /// Reopens `dir` with the real file layer and checks it.
-async fn reopen_and_check(dir: &Path, mode: SyncMode, seed: u64, o: &Oracle) -> Vec<Violation> {
+async fn reopen_and_check(
+    dir: &Path,
+    mode: SyncMode,
+    seed: u64,
+    o: &Oracle,
+) -> (Vec<Violation>, BTreeSet<usize>) {
     let store = FsStore::new(dir, options(mode, seed));
     let (wal, mut rec) = match Wal::open(store, WalOptions::default()).await {
         Ok(x) => x,
@@ -199,7 +206,7 @@ async fn reopen_and_check(dir: &Path, mode: SyncMode, seed: u64, o: &Oracle) -> 
                     ),
                 });
             }
-            return v;
+            return (v, BTreeSet::new());
         }
     };
     let cp = rec.checkpoint();
@@ -210,10 +217,13 @@ async fn reopen_and_check(dir: &Path, mode: SyncMode, seed: u64, o: &Oracle) -> 
             Err(e) => {
                 drop(rec);
                 let _ = wal.close().await;
-                return vec![Violation {
-                    class: "recovery read failed",
-                    detail: format!("recovery stream: {e}"),
-                }];
+                return (
+                    vec![Violation {
+                        class: "recovery read failed",
+                        detail: format!("recovery stream: {e}"),
+                    }],
+                    BTreeSet::new(),
+                );
             }
         }
     }
@@ -222,10 +232,13 @@ async fn reopen_and_check(dir: &Path, mode: SyncMode, seed: u64, o: &Oracle) -> 
         Ok(l) => l.0,
         Err(e) => {
             let _ = wal.close().await;
-            return vec![Violation {
-                class: "append after reopen failed",
-                detail: format!("{e}"),
-            }];
+            return (
+                vec![Violation {
+                    class: "append after reopen failed",
+                    detail: format!("{e}"),
+                }],
+                BTreeSet::new(),
+            );
         }
     };
     let _ = wal.close().await;
@@ -265,7 +278,11 @@ pub async fn sweep(s: &Sweep) -> Report {
                 models.push(CrashModel::TornSectors(r));
                 models.push(CrashModel::DirRandom(r));
             }
-            let mut seen = HashSet::new();
+            let mut seen: HashMap<u64, BTreeSet<usize>> = HashMap::new();
+            let mut present_of: HashMap<CrashModel, BTreeSet<usize>> = HashMap::new();
+            if s.fsyncgate && io.crashed_at_sync_data() {
+                models.push(CrashModel::FsyncGate);
+            }
             for model in models {
                 let state_seed = seed
                     .wrapping_mul(1_000_003)
@@ -275,24 +292,55 @@ pub async fn sweep(s: &Sweep) -> Report {
                         CrashModel::DirRandom(r) => 2 * r + 1,
                         _ => 0,
                     });
-                let files = io.rebuild(model, state_seed);
                 let entry = report
                     .states
                     .entry((mode.clone(), model.name()))
                     .or_default();
                 entry.0 += 1;
-                if !seen.insert(hash_of(&files)) {
-                    continue;
-                }
-                entry.1 += 1;
-                let out = tempdir();
-                write_dir(out.path(), &files);
-                let mut violations = reopen_and_check(out.path(), s.mode, seed, &oracle).await;
-                for b in io.bypasses() {
-                    violations.push(Violation {
-                        class: "write bypassed FileIo",
-                        detail: b,
-                    });
+                let mut violations = Vec::new();
+                if model == CrashModel::FsyncGate {
+                    // The page cache's view is (b)'s state, checked above;
+                    // what it shows beyond the durable state (a) must not
+                    // be handed out.
+                    let (Some(kept), Some(durable)) = (
+                        present_of.get(&CrashModel::KeepAll),
+                        present_of.get(&CrashModel::LoseUnsynced),
+                    ) else {
+                        continue;
+                    };
+                    entry.1 += 1;
+                    let trusted: Vec<_> = kept
+                        .difference(durable)
+                        .filter(|op| !oracle.counts(oracle.data[**op].acked))
+                        .collect();
+                    if !trusted.is_empty() {
+                        violations.push(Violation {
+                            class: "fsyncgate: unsynced bytes trusted",
+                            detail: format!(
+                                "after the failed fdatasync, a reopen without power loss recovers ops {trusted:?}, which were never durable"
+                            ),
+                        });
+                    }
+                } else {
+                    let files = io.rebuild(model, state_seed);
+                    let h = hash_of(&files);
+                    if let Some(p) = seen.get(&h) {
+                        present_of.insert(model, p.clone());
+                        continue;
+                    }
+                    entry.1 += 1;
+                    let out = tempdir();
+                    write_dir(out.path(), &files);
+                    let (v, present) = reopen_and_check(out.path(), s.mode, seed, &oracle).await;
+                    violations = v;
+                    seen.insert(h, present.clone());
+                    present_of.insert(model, present);
+                    for b in io.bypasses() {
+                        violations.push(Violation {
+                            class: "write bypassed FileIo",
+                            detail: b,
+                        });
+                    }
                 }
                 let mut classes = HashSet::new();
                 for viol in violations {
