@@ -8,7 +8,13 @@
 //! none, and no acknowledged Lsn is handed out again.
 //!
 //! `WAL_POWERLOSS_SOAK=<n>` runs `n` seeds of the full mix in both sync
-//! modes (`cargo test -p wal-fs --test powerloss soak -- --nocapture`).
+//! modes (`cargo test -p wal-fs --test powerloss soak -- --nocapture`);
+//! `WAL_POWERLOSS_SEEDS=5,6` reruns the other sweeps on chosen seeds. Each
+//! violation is printed with the smallest crash point K that shows it, the
+//! workload's steps and the file operations up to K.
+//!
+//! Tests of scenarios with known bugs are `#[ignore]`d with the bug named;
+//! `--ignored` runs them and prints what they find.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/powerloss/mod.rs"]
@@ -23,7 +29,11 @@ use powerloss::{
 };
 use wal_fs::SyncMode;
 
-async fn run(title: &str, s: Sweep) -> Report {
+/// `WAL_POWERLOSS_SEEDS=5,6` replaces a sweep's seeds (to reproduce one).
+async fn run(title: &str, mut s: Sweep) -> Report {
+    if let Ok(v) = std::env::var("WAL_POWERLOSS_SEEDS") {
+        s.seeds = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    }
     let started = Instant::now();
     let r = sweep(&s).await;
     r.print(title, started);
