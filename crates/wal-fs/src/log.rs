@@ -372,15 +372,18 @@ impl SegmentLog {
 
     /// `fdatasync` of whatever was written since the last one.
     pub(crate) fn sync(&mut self) -> Result<(), Error> {
-        self.mutate(|log| {
-            if let Some(a) = log.active.as_mut() {
-                if a.synced_to < a.write_pos {
-                    log.io.sync_data(&a.file)?;
-                    a.synced_to = a.write_pos;
-                }
+        self.mutate(Self::sync_active)
+    }
+
+    /// `fdatasync` of the active segment if it holds unsynced writes.
+    fn sync_active(&mut self) -> Result<(), Error> {
+        if let Some(a) = self.active.as_mut() {
+            if a.synced_to < a.write_pos {
+                self.io.sync_data(&a.file)?;
+                a.synced_to = a.write_pos;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Reads records with Lsn >= `from`, seeking by the sparse index.
@@ -473,6 +476,12 @@ impl SegmentLog {
     /// first, never the last one.
     pub(crate) fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState, Error> {
         self.mutate(|log| {
+            if log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
+                // What justifies the deletion (a checkpoint's commit marker,
+                // the records kept) must be durable before the deletion can
+                // be: in SyncMode::None it may be in the page cache only.
+                log.sync_active()?;
+            }
             while log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
                 let path = log.segments[0].path.clone();
                 log.io.remove_file(&path)?;
@@ -500,6 +509,8 @@ impl SegmentLog {
         high_water: &Record,
     ) -> Result<StoreState, Error> {
         self.mutate(|log| {
+            // Nothing is deleted before every byte written so far is durable.
+            log.sync_active()?;
             let mut marker_written = false;
             if log.last_lsn().is_some_and(|l| l > lsn) {
                 log.active = None;
@@ -518,6 +529,9 @@ impl SegmentLog {
             }
             if !marker_written {
                 log.append(std::slice::from_ref(high_water))?;
+                // The marker is synced whatever the sync mode: it is what
+                // keeps the cut Lsns from being handed out again.
+                log.sync_active()?;
             }
             Ok(log.state())
         })
