@@ -79,25 +79,25 @@ async fn every_batch_appends_checkpoints_trims() {
 }
 
 #[tokio::test]
-async fn sync_none_appends_and_syncs() {
+async fn sync_none_appends_checkpoints_trims() {
     let r = run(
-        "None, appends only",
+        "None, no truncates",
         Sweep {
             mode: SyncMode::None,
-            mix: APPENDS_ONLY,
-            seeds: vec![11, 12, 13],
+            mix: NO_TRUNCATE,
+            seeds: vec![11, 12],
             random_states: 2,
             broken_sync: false,
             fsyncgate: false,
         },
     )
     .await;
-    assert!(r.total_states() > 300, "{}", r.total_states());
+    assert!(r.total_states() > 1000, "{}", r.total_states());
     assert_clean(&r);
 }
 
 #[tokio::test]
-#[ignore = "known bug: truncate_after across segments deletes whole segments before the cut and its marker are durable (not atomic)"]
+#[ignore = "known bugs: truncate_after across segments (or at a segment boundary) deletes segments before the cut and its marker are durable; fsyncgate (page-cache bytes trusted after a failed fdatasync)"]
 async fn every_batch_full_mix() {
     let r = run(
         "EveryBatch, full mix",
@@ -115,7 +115,7 @@ async fn every_batch_full_mix() {
 }
 
 #[tokio::test]
-#[ignore = "known bug: with SyncMode::None, checkpoint cleanup and trims delete segments before the commit marker is durable"]
+#[ignore = "known bugs: truncate_after across segments is not atomic with its marker; fsyncgate (page-cache bytes trusted after a failed fdatasync)"]
 async fn sync_none_full_mix() {
     let r = run(
         "None, full mix",
