@@ -58,8 +58,8 @@ pub struct Report {
     /// (mode, model) -> (crash states, distinct states checked).
     pub states: BTreeMap<(String, &'static str), (u64, u64)>,
     pub runs: u64,
-    /// (mode, model, class) -> first example.
-    pub found: BTreeMap<(String, &'static str, &'static str), Found>,
+    /// (mode, model, class, the interrupted operation) -> first example.
+    pub found: BTreeMap<(String, &'static str, &'static str, String), Found>,
 }
 
 impl Report {
@@ -105,9 +105,9 @@ impl Report {
         for ((mode, model), (n, distinct)) in &self.states {
             eprintln!("   {mode:<10} {model:<16} {n:>6} states ({distinct} distinct checked)");
         }
-        for ((mode, model, class), f) in &self.found {
+        for ((mode, model, class, during), f) in &self.found {
             eprintln!(
-                "!! VIOLATION [{class}] mode {mode}, model {model}: minimal K = {} (seed {}, {:?}), {} states\n   {}",
+                "!! VIOLATION [{class}] during {during}, mode {mode}, model {model}: minimal K = {} (seed {}, {:?}), {} states\n   {}",
                 f.k, f.seed, f.model, f.count, f.detail
             );
             if let Some(e) = &f.failure {
@@ -347,7 +347,7 @@ pub async fn sweep(s: &Sweep) -> Report {
                     if !classes.insert(viol.class) {
                         continue;
                     }
-                    let key = (mode.clone(), model.name(), viol.class);
+                    let key = (mode.clone(), model.name(), viol.class, scenario(&oracle));
                     let f = report.found.entry(key).or_insert_with(|| Found {
                         seed,
                         k,
@@ -364,4 +364,33 @@ pub async fn sweep(s: &Sweep) -> Report {
         }
     }
     report
+}
+
+/// The operation a crash interrupted, without its numbers: violations are
+/// grouped by it.
+fn scenario(o: &Oracle) -> String {
+    match &o.failure {
+        None => "no crash (after the workload)".into(),
+        Some(f) => {
+            let op = f.split(": ").next().unwrap_or(f);
+            let mut out = String::new();
+            for w in op.split_whitespace() {
+                if w.chars().any(|c| c.is_ascii_digit()) && !w.starts_with('[') {
+                    let stem: String = w.chars().take_while(|c| !c.is_ascii_digit()).collect();
+                    if !stem.is_empty() && stem != "op" {
+                        out.push_str(&stem);
+                        out.push_str("..) ");
+                    }
+                    continue;
+                }
+                if w == "lsn" {
+                    continue;
+                }
+                let w: String = w.chars().filter(|c| !c.is_ascii_digit()).collect();
+                out.push_str(&w);
+                out.push(' ');
+            }
+            out.trim_end().to_string()
+        }
+    }
 }
