@@ -150,6 +150,7 @@ fn workloads_cover_the_mix() {
         let steps = powerloss::workload::generate(seed, Mix::ALL);
         let has = |f: &dyn Fn(&Step) -> bool| steps.iter().any(f);
         assert!(has(&|s| matches!(s, Step::Batch(_))));
+        assert!(has(&|s| matches!(s, Step::Pipelined(_))));
         assert!(has(&|s| matches!(s, Step::Trim)));
         assert!(has(&|s| matches!(s, Step::Sync)));
         assert!(has(&|s| matches!(s, Step::Truncate(_))));

@@ -35,6 +35,8 @@ pub enum CpEnd {
 #[derive(Clone, Debug)]
 pub enum Step {
     Append(usize),
+    /// Several appends submitted before any is awaited (group commit).
+    Pipelined(Vec<usize>),
     Batch(Vec<usize>),
     Checkpoint {
         during: Vec<usize>,
@@ -74,10 +76,14 @@ fn size(rng: &mut Rng) -> usize {
 fn fill(rng: &mut Rng, steps: &mut Vec<Step>, lo: u64, hi: u64) {
     let n = rng.range(lo, hi);
     for _ in 0..n {
-        match rng.below(4) {
+        match rng.below(5) {
             0 => {
                 let k = rng.range(2, 5);
                 steps.push(Step::Batch((0..k).map(|_| size(rng)).collect()));
+            }
+            1 => {
+                let k = rng.range(2, 6);
+                steps.push(Step::Pipelined((0..k).map(|_| size(rng)).collect()));
             }
             _ => steps.push(Step::Append(size(rng))),
         }
@@ -322,6 +328,38 @@ async fn run_steps(wal: &Wal, steps: &[Step], o: &mut Oracle) -> Result<(), ()> 
     for step in steps {
         match step {
             Step::Append(len) => append_one(wal, o, *len).await?,
+            Step::Pipelined(lens) => {
+                let mut pending = Vec::new();
+                for len in lens {
+                    let op = o.data.len() as u32;
+                    let payload = data_payload(op, op, 0, 1, *len);
+                    let t = o.tick();
+                    match wal.submit(payload.clone()).await {
+                        Ok((lsn, done)) => {
+                            o.data.push(DataRec {
+                                payload,
+                                batch: op,
+                                count: 1,
+                                lsn: Some(lsn.0),
+                                acked: None,
+                                submitted: t,
+                            });
+                            pending.push((op, lsn, done));
+                        }
+                        Err(e) => return fail(o, &format!("submit op{op}"), &e),
+                    }
+                }
+                for (op, lsn, done) in pending {
+                    match done.await {
+                        Ok(_) => {
+                            let t = o.tick();
+                            o.data[op as usize].acked = Some(t);
+                            o.log.push(format!("  pipelined op{op} -> lsn {}", lsn.0));
+                        }
+                        Err(e) => return fail(o, &format!("pipelined op{op} lsn {}", lsn.0), &e),
+                    }
+                }
+            }
             Step::Batch(lens) => {
                 let first = o.data.len() as u32;
                 let count = lens.len() as u16;
