@@ -22,6 +22,8 @@
 //! | `wal.lock` | lock file: `flock`ed exclusively by the owner, holds `pid <n>` |
 //! | `<first lsn, 20 digits>.wal` | a segment, e.g. `00000000000000000001.wal`: name order is Lsn order |
 //! | `<first lsn>.wal.tmp` | a segment being created or rewritten; deleted on open |
+//! | `wal.truncate` | a `truncate_after` in progress (see below); open finishes it |
+//! | `wal.truncate.tmp` | that file being written; deleted on open |
 //!
 //! Other files are ignored. A `*.wal` file whose name is not 20 digits, or
 //! whose header is not a segment header, makes open fail with
@@ -87,8 +89,27 @@
 //! temporary name, synced and renamed over the old one, so a crash leaves
 //! the old file or the new one.
 //!
+//! ## Truncate: all or none, across segments
+//!
+//! `truncate_after(lsn, marker)` must remove every record above `lsn` and
+//! add the core's `Truncated` marker (the Lsn high-water mark) together,
+//! even when whole segments go. It first syncs what was written, then makes
+//! its intent durable: `wal.truncate` (28 bytes: ASCII `WALFSTRC`, the cut
+//! point `u64`, the marker's Lsn `u64`, CRC-32 of bytes 0..24; written as
+//! `wal.truncate.tmp`, synced, renamed, directory synced). Then it deletes
+//! later segments newest first, rewrites the segment holding `lsn` to end
+//! with the marker (or appends and syncs the marker), and deletes the
+//! intent. Every state in between is a valid shorter log; open, finding
+//! the intent, finishes the truncate (unless the marker is already there)
+//! before it reports the log's state. So a crash anywhere leaves the old
+//! log or the cut one with its marker, and a cut Lsn is never handed out
+//! again.
+//!
 //! ## Open and recovery
 //!
+//! 0. Create the directory if it is missing, with every missing ancestor;
+//!    the parent of each level created is fsynced, so the new entries are
+//!    durable before anything is written into them.
 //! 1. Lock `wal.lock` (`flock`, non-blocking); a second opener, in this or
 //!    another process, gets [`Error::Locked`](wal_core::Error::Locked) naming
 //!    the holder's pid. Delete `*.wal.tmp` leftovers.
@@ -112,6 +133,7 @@
 //!    unused, preallocated part of the segment.
 //! 5. An empty last segment (a crash between its creation and its first
 //!    batch) is deleted.
+//! 6. A `wal.truncate` intent left by a crash is carried out, then deleted.
 //!
 //! Damage to the very last record of the log cannot be told from a torn
 //! write and is cut like one. Deleting whole segments at the end (or the

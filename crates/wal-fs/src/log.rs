@@ -15,7 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
-use wal_core::{Error, Lsn, ReadLimit, Record, StoreState};
+use wal_core::{Error, Lsn, ReadLimit, Record, RecordKind, StoreState};
 
 use crate::{
     format::{encode_frame, frame_len, SegmentHeader, SEGMENT_HEADER_LEN},
@@ -68,12 +68,7 @@ impl SegmentLog {
         io: Arc<dyn FileIo>,
     ) -> Result<(SegmentLog, StoreState), Error> {
         let opts = opts.normalized();
-        if !dir.is_dir() {
-            std::fs::create_dir_all(&dir)?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                io.sync_dir(parent)?;
-            }
-        }
+        create_dir_durably(&dir, io.as_ref())?;
         let lock = DirLock::acquire(&dir)?;
         let mut log = SegmentLog {
             dir,
@@ -121,6 +116,12 @@ impl SegmentLog {
                     )),
                 }
             }
+        }
+        let intent_tmp = self.dir.join(TRUNCATE_INTENT_TMP);
+        if intent_tmp.exists() {
+            // Never renamed into place: the truncate never started.
+            self.io.remove_file(&intent_tmp)?;
+            removed_tmp = true;
         }
         if removed_tmp {
             self.io.sync_dir(&self.dir)?;
@@ -183,7 +184,8 @@ impl SegmentLog {
             segment.index.shrink_to_fit();
             self.segments.push_back(segment);
         }
-        self.open_active()
+        self.open_active()?;
+        self.finish_pending_truncate()
     }
 
     /// What the log holds.
@@ -377,15 +379,18 @@ impl SegmentLog {
 
     /// `fdatasync` of whatever was written since the last one.
     pub(crate) fn sync(&mut self) -> Result<(), Error> {
-        self.mutate(|log| {
-            if let Some(a) = log.active.as_mut() {
-                if a.synced_to < a.write_pos {
-                    log.io.sync_data(&a.file)?;
-                    a.synced_to = a.write_pos;
-                }
+        self.mutate(Self::sync_active)
+    }
+
+    /// `fdatasync` of the active segment if it holds unsynced writes.
+    fn sync_active(&mut self) -> Result<(), Error> {
+        if let Some(a) = self.active.as_mut() {
+            if a.synced_to < a.write_pos {
+                self.io.sync_data(&a.file)?;
+                a.synced_to = a.write_pos;
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Reads records with Lsn >= `from`, seeking by the sparse index.
@@ -478,6 +483,12 @@ impl SegmentLog {
     /// first, never the last one.
     pub(crate) fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState, Error> {
         self.mutate(|log| {
+            if log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
+                // What justifies the deletion (a checkpoint's commit marker,
+                // the records kept) must be durable before the deletion can
+                // be: in SyncMode::None it may be in the page cache only.
+                log.sync_active()?;
+            }
             while log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
                 let path = log.segments[0].path.clone();
                 log.io.remove_file(&path)?;
@@ -491,41 +502,117 @@ impl SegmentLog {
         })
     }
 
-    /// Durably removes every record above `lsn`: later segments are
-    /// deleted newest first, the segment holding `lsn` is cut after it.
     /// Removes every record above `lsn` and appends `high_water` (the core's
-    /// `Truncated` marker). When the cut falls inside the last segment, the
-    /// kept part and the marker replace the segment in one rename, so a crash
-    /// leaves either the old log or the cut one with its marker. When whole
-    /// segments go, they are deleted newest first before that: a crash in
-    /// between leaves a shorter log without the marker.
+    /// `Truncated` marker), all or none, even across segments and crashes:
+    ///
+    /// 1. everything written so far is synced;
+    /// 2. the intent ([`TRUNCATE_INTENT`]: the cut point and the marker's
+    ///    Lsn) is written under a temporary name, synced, renamed into place
+    ///    and the directory synced: from here on the truncate happens;
+    /// 3. later segments are deleted newest first, the segment holding `lsn`
+    ///    is cut after it and ends with the marker (rewritten and renamed
+    ///    into place), or the marker is appended and synced;
+    /// 4. the intent is deleted (directory synced).
+    ///
+    /// A crash before step 2 is durable leaves the old log; after it, every
+    /// intermediate state is a valid shorter log, and open finishes the
+    /// truncate from the intent before it reports the log's state. So no
+    /// Lsn that was cut is handed out again.
     pub(crate) fn truncate_after(
         &mut self,
         lsn: Lsn,
         high_water: &Record,
     ) -> Result<StoreState, Error> {
         self.mutate(|log| {
-            let mut marker_written = false;
+            // Nothing is deleted before every byte written so far is durable.
+            log.sync_active()?;
             if log.last_lsn().is_some_and(|l| l > lsn) {
-                log.active = None;
-                while log.segments.back().is_some_and(|s| s.first_lsn() > lsn) {
-                    if let Some(seg) = log.segments.back() {
-                        log.io.remove_file(&seg.path)?;
-                        log.io.sync_dir(&log.dir)?;
-                    }
-                    log.segments.pop_back();
-                }
-                if log.last_lsn().is_some_and(|l| l > lsn) {
-                    log.cut_last_segment(lsn, high_water)?;
-                    marker_written = true;
-                }
-                log.open_active()?;
-            }
-            if !marker_written {
-                log.append(std::slice::from_ref(high_water))?;
+                log.write_intent(lsn, high_water.lsn)?;
+                log.apply_truncate(lsn, high_water)?;
+                log.remove_intent()?;
+            } else {
+                log.append_synced(high_water)?;
             }
             Ok(log.state())
         })
+    }
+
+    /// Appends `record` as its own batch and syncs it, whatever the sync
+    /// mode.
+    fn append_synced(&mut self, record: &Record) -> Result<(), Error> {
+        self.append(std::slice::from_ref(record))?;
+        self.sync_active()
+    }
+
+    /// Steps 3 of [`truncate_after`](Self::truncate_after): cuts every
+    /// record above `lsn` and ends the log with `marker`. Each file change is
+    /// durable before the next, so every intermediate state is a valid log.
+    fn apply_truncate(&mut self, lsn: Lsn, marker: &Record) -> Result<(), Error> {
+        let mut marker_written = false;
+        if self.last_lsn().is_some_and(|l| l > lsn) {
+            self.active = None;
+            while self.segments.back().is_some_and(|s| s.first_lsn() > lsn) {
+                if let Some(seg) = self.segments.back() {
+                    self.io.remove_file(&seg.path)?;
+                    self.io.sync_dir(&self.dir)?;
+                }
+                self.segments.pop_back();
+            }
+            if self.last_lsn().is_some_and(|l| l > lsn) {
+                self.cut_last_segment(lsn, marker)?;
+                marker_written = true;
+            }
+            self.open_active()?;
+        }
+        if !marker_written {
+            self.append_synced(marker)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the intent of a truncate durable: [`TRUNCATE_INTENT`] holding
+    /// `after` and the marker's Lsn, whole or absent.
+    fn write_intent(&mut self, after: Lsn, marker: Lsn) -> Result<(), Error> {
+        let path = self.dir.join(TRUNCATE_INTENT);
+        let tmp = self.dir.join(TRUNCATE_INTENT_TMP);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        self.io
+            .write_all_at(&file, &encode_intent(after, marker), 0)?;
+        self.io.sync_data(&file)?;
+        self.io.rename(&tmp, &path)?;
+        self.io.sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    fn remove_intent(&mut self) -> Result<(), Error> {
+        self.io.remove_file(&self.dir.join(TRUNCATE_INTENT))?;
+        self.io.sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// On open: finishes a truncate a crash interrupted after its intent
+    /// was durable.
+    fn finish_pending_truncate(&mut self) -> Result<(), Error> {
+        let path = self.dir.join(TRUNCATE_INTENT);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let (after, marker) =
+            decode_intent(&bytes).ok_or_else(|| corrupt(&path, 0, "malformed truncate intent"))?;
+        // Only the marker has its Lsn: if it is there, the truncate is done
+        // (the crash came before the intent was deleted).
+        if self.last_lsn().is_none_or(|l| l < marker) {
+            warn!(%after, %marker, "finishing a truncate interrupted by a crash");
+            let record = Record::marker(marker, RecordKind::Truncated, after);
+            self.apply_truncate(after, &record)?;
+        }
+        self.remove_intent()
     }
 
     /// Cuts the last segment after the record `lsn` (which it holds or
@@ -622,6 +709,65 @@ impl SegmentLog {
             Ok(())
         })
     }
+}
+
+/// Creates `dir` and every missing ancestor, then fsyncs the parent of each
+/// directory it created (deepest first), so every new level's entry is
+/// durable before the log is written into it.
+pub(crate) fn create_dir_durably(dir: &Path, io: &dyn FileIo) -> Result<(), Error> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The levels that do not exist yet, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in &missing {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        io.sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// The file recording a truncate in progress (see
+/// [`SegmentLog::truncate_after`]).
+pub(crate) const TRUNCATE_INTENT: &str = "wal.truncate";
+/// The intent being written.
+pub(crate) const TRUNCATE_INTENT_TMP: &str = "wal.truncate.tmp";
+const INTENT_MAGIC: [u8; 8] = *b"WALFSTRC";
+const INTENT_LEN: usize = 28;
+
+/// Intent bytes: magic, cut point (u64 LE), marker Lsn (u64 LE), CRC-32 of
+/// the first 24 bytes.
+fn encode_intent(after: Lsn, marker: Lsn) -> [u8; INTENT_LEN] {
+    let mut b = [0u8; INTENT_LEN];
+    b[0..8].copy_from_slice(&INTENT_MAGIC);
+    b[8..16].copy_from_slice(&after.get().to_le_bytes());
+    b[16..24].copy_from_slice(&marker.get().to_le_bytes());
+    let crc = crc32fast::hash(&b[0..24]);
+    b[24..28].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// The (cut point, marker Lsn) of intent bytes, if they are whole.
+pub(crate) fn decode_intent(b: &[u8]) -> Option<(Lsn, Lsn)> {
+    if b.len() != INTENT_LEN || b[0..8] != INTENT_MAGIC {
+        return None;
+    }
+    let crc = u32::from_le_bytes(b[24..28].try_into().ok()?);
+    if crc != crc32fast::hash(&b[0..24]) {
+        return None;
+    }
+    let after = u64::from_le_bytes(b[8..16].try_into().ok()?);
+    let marker = u64::from_le_bytes(b[16..24].try_into().ok()?);
+    (marker > after).then_some((Lsn(after), Lsn(marker)))
 }
 
 fn tmp_path(segment: &Path) -> PathBuf {

@@ -13,6 +13,10 @@ pub enum SyncMode {
     /// when the application calls [`Wal::sync`](wal_core::Wal::sync), at a
     /// segment rotation, or on close. A power loss may lose acknowledged
     /// records written since the last sync (a process crash does not).
+    /// Whatever the mode, nothing is deleted before what justifies the
+    /// deletion is durable: checkpoint cleanup and trim sync the active
+    /// segment before they unlink a segment, and `truncate_after` syncs
+    /// before it cuts and always syncs its high-water marker.
     None,
 }
 
