@@ -1,17 +1,22 @@
 //! Kills a real writer process (`wal-fs-crash-child`) with SIGKILL at random
-//! points, over and over on the same log, and checks after every kill that
-//! the log opens, every acknowledged entry comes back intact, the last
-//! acknowledged checkpoint (or a later one) is recovered whole, and no
-//! atomic batch is split.
+//! points, over and over on the same log, in both sync modes. The child runs
+//! the whole API: appends, atomic batches, checkpoints committed, aborted and
+//! dropped, trims, truncates, and in `SyncMode::None` explicit syncs. After
+//! every kill the test checks that the log opens, every acknowledged entry
+//! comes back intact (in `SyncMode::None`: acknowledged before the last
+//! `sync()`), the last acknowledged checkpoint (or a later one) is recovered
+//! whole, no atomic batch is split, no entry cut by an acknowledged truncate
+//! comes back, an interrupted truncate is all or none, and the next append
+//! gets an Lsn above every Lsn ever acknowledged.
 //!
-//! `WAL_CRASH_ITERATIONS` sets the number of kills (default 200);
-//! `WAL_CRASH_SEED` the random seed (default: from the clock, printed).
+//! `WAL_CRASH_ITERATIONS` sets the number of kills per sync mode (default
+//! 150); `WAL_CRASH_SEED` the random seed (default: from the clock, printed).
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
@@ -20,19 +25,36 @@ use std::{
 };
 
 use futures::StreamExt;
-use support::payload::{decode, splitmix};
+use support::payload::{decode, encode, splitmix, Payload};
 use wal_core::{EntryKind, Lsn, Wal, WalOptions};
 use wal_fs::{FsOptions, FsStore};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// An acknowledgement that makes entries or a checkpoint count.
+enum Ack {
+    Data(Lsn, u64),
+    Checkpoint(Lsn, u32),
+}
+
 /// What the child acknowledged, and so what must survive.
 #[derive(Default)]
 struct Expected {
+    /// `SyncMode::None`: acknowledgements count only once a sync follows.
+    deferred: bool,
+    /// Acknowledgements waiting for the next `S` line.
+    pending: Vec<Ack>,
     /// Data entries known durable: lsn -> seq.
     data: BTreeMap<Lsn, u64>,
     /// The newest checkpoint known committed: (begin lsn, entry count).
     checkpoint: Option<(Lsn, u32)>,
+    /// Seqs of acknowledged entries that an acknowledged truncate cut: they
+    /// must never come back.
+    cut: HashSet<u64>,
+    /// A truncate the child started and has not seen return.
+    truncating: Option<Lsn>,
+    /// The highest Lsn ever acknowledged (cut or not): never to be reused.
+    high_water: Lsn,
 }
 
 impl Expected {
@@ -40,25 +62,66 @@ impl Expected {
         let f: Vec<&str> = line.split_whitespace().collect();
         let num =
             |i: usize| -> u64 { f[i].parse().unwrap_or_else(|_| panic!("bad line {line:?}")) };
+        let mut acks = Vec::new();
         match f.first().copied() {
-            Some("READY") => {}
-            Some("D") => {
-                self.data.insert(Lsn(num(2)), num(1));
-            }
+            Some("READY") | Some("T") => {}
+            Some("D") => acks.push(Ack::Data(Lsn(num(2)), num(1))),
             Some("B") => {
                 let (seq, n, lsn) = (num(1), num(2), num(3));
-                for i in 0..n {
-                    self.data.insert(Lsn(lsn + i), seq + i);
+                acks.extend((0..n).map(|i| Ack::Data(Lsn(lsn + i), seq + i)));
+            }
+            Some("C") => acks.push(Ack::Checkpoint(Lsn(num(1)), num(2) as u32)),
+            Some("S") => {
+                for ack in std::mem::take(&mut self.pending) {
+                    self.accept(ack);
                 }
             }
-            Some("C") => {
-                let begin = Lsn(num(1));
-                if self.checkpoint.is_none_or(|(b, _)| b < begin) {
-                    self.checkpoint = Some((begin, num(2) as u32));
-                }
+            Some("x") => self.truncating = Some(Lsn(num(1))),
+            Some("x-") => self.truncating = None,
+            Some("X") => {
+                let at = Lsn(num(1));
+                self.truncating = None;
+                self.cut_after(at);
+                // Unsynced acknowledgements above the cut are gone too.
+                let cut = &mut self.cut;
+                self.pending.retain(|a| match a {
+                    Ack::Data(lsn, seq) if *lsn > at => {
+                        cut.insert(*seq);
+                        false
+                    }
+                    _ => true,
+                });
             }
             _ => panic!("unexpected line from the child: {line:?}"),
         }
+        for ack in acks {
+            if self.deferred {
+                self.pending.push(ack);
+            } else {
+                self.accept(ack);
+            }
+        }
+    }
+
+    fn accept(&mut self, ack: Ack) {
+        match ack {
+            Ack::Data(lsn, seq) => {
+                self.data.insert(lsn, seq);
+                self.high_water = self.high_water.max(lsn);
+            }
+            Ack::Checkpoint(begin, n) => {
+                if self.checkpoint.is_none_or(|(b, _)| b < begin) {
+                    self.checkpoint = Some((begin, n));
+                }
+                self.high_water = self.high_water.max(begin);
+            }
+        }
+    }
+
+    /// Entries above `at` are cut: they must never come back.
+    fn cut_after(&mut self, at: Lsn) {
+        let above = self.data.split_off(&at.next());
+        self.cut.extend(above.into_values());
     }
 }
 
@@ -78,6 +141,25 @@ fn verify(dir: &Path, expected: &mut Expected, iteration: usize) -> usize {
             .map(|e| e.unwrap_or_else(|e| panic!("iteration {iteration}: recovery: {e}")))
             .collect()
             .await;
+
+        // The next Lsn is above every Lsn ever acknowledged, even cut ones.
+        let probe_seq = u64::MAX - iteration as u64;
+        let probe = encode(Payload {
+            tag: b'D',
+            seq: probe_seq,
+            group: 0,
+            idx: 0,
+            n: 1,
+            fill_len: 8,
+        });
+        let probe_lsn = wal.append(probe).await.unwrap();
+        assert!(
+            probe_lsn > expected.high_water,
+            "iteration {iteration}: next append got lsn {probe_lsn}, \
+             but lsn {} was acknowledged before (truncate in flight at the kill: {:?})",
+            expected.high_water,
+            expected.truncating
+        );
         wal.close().await.unwrap();
 
         let mut cp_entries = Vec::new();
@@ -127,6 +209,27 @@ fn verify(dir: &Path, expected: &mut Expected, iteration: usize) -> usize {
             }
             _ => {}
         }
+        for (lsn, seq) in &data {
+            assert!(
+                !expected.cut.contains(seq),
+                "iteration {iteration}: lsn {lsn} (seq {seq}) was cut by an acknowledged \
+                 truncate and came back"
+            );
+        }
+        // A truncate interrupted by the kill: all of it or none of it.
+        if let Some(at) = expected.truncating.take() {
+            let above: Vec<_> = expected.data.range(at.next()..).collect();
+            let back = above.iter().filter(|(l, _)| data.contains_key(l)).count();
+            assert!(
+                back == 0 || back == above.len(),
+                "iteration {iteration}: interrupted truncate_after({at}) half done: \
+                 {back} of {} acknowledged entries above it came back",
+                above.len()
+            );
+            if back == 0 {
+                expected.cut_after(at);
+            }
+        }
         let floor = recovered_cp.map_or(Lsn::ZERO, |(b, _)| b);
         // Every acknowledged data entry above the checkpoint, intact.
         for (lsn, seq) in expected.data.range(floor.next()..) {
@@ -142,25 +245,48 @@ fn verify(dir: &Path, expected: &mut Expected, iteration: usize) -> usize {
             data.keys().all(|l| *l > floor),
             "iteration {iteration}: data below the checkpoint recovered"
         );
-        // No atomic batch split.
+        // No atomic batch split, except by a truncate that cut into it.
+        let recovered_seqs: HashSet<u64> = data.values().copied().collect();
         for (group, (n, got)) in &groups {
-            assert_eq!(
-                n, got,
-                "iteration {iteration}: batch {group} split: {got} of {n} recovered"
+            if got == n {
+                continue;
+            }
+            let missing: Vec<u64> = (0..u64::from(*n))
+                .map(|i| group + i)
+                .filter(|s| !recovered_seqs.contains(s))
+                .collect();
+            assert!(
+                missing.iter().all(|s| expected.cut.contains(s)),
+                "iteration {iteration}: batch {group} split: {got} of {n} recovered, \
+                 and no truncate cut seqs {missing:?}"
             );
         }
+        // Unsynced acknowledgements that were not recovered are simply gone
+        // (SyncMode::None promised nothing for them); any that were are in
+        // `data` now.
+        expected.pending.clear();
         expected.data = data;
+        expected.data.insert(probe_lsn, probe_seq);
+        expected.high_water = expected.high_water.max(probe_lsn);
         expected.checkpoint = recovered_cp;
         entries.len()
     })
 }
 
+/// Both sync modes, one after the other: run in parallel, one run's child
+/// could inherit (between fork and exec) the other run's directory-lock
+/// descriptor and hold that lock for an instant.
 #[test]
 fn sigkill_at_random_points() {
+    sigkill_at_random_points_in("every-batch");
+    sigkill_at_random_points_in("none");
+}
+
+fn sigkill_at_random_points_in(mode: &str) {
     let iterations: usize = std::env::var("WAL_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(150);
     let seed: u64 = std::env::var("WAL_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -170,11 +296,14 @@ fn sigkill_at_random_points() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    eprintln!("crash test: {iterations} kills, WAL_CRASH_SEED={seed}");
+    eprintln!("crash test ({mode}): {iterations} kills, WAL_CRASH_SEED={seed}");
     let mut rng = seed;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    let mut expected = Expected::default();
+    let mut expected = Expected {
+        deferred: mode == "none",
+        ..Expected::default()
+    };
     let started = Instant::now();
     let mut acked_total = 0usize;
     for iteration in 0..iterations {
@@ -182,6 +311,7 @@ fn sigkill_at_random_points() {
             .arg(&dir)
             .arg(splitmix(&mut rng).to_string())
             .arg(((iteration as u64 + 1) * 1_000_000_000).to_string())
+            .arg(mode)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -243,7 +373,7 @@ fn sigkill_at_random_points() {
         verify(&dir, &mut expected, iteration);
     }
     eprintln!(
-        "crash test: {iterations} kills, {acked_total} acknowledgements verified in {:.1}s",
+        "crash test ({mode}): {iterations} kills, {acked_total} acknowledgements verified in {:.1}s",
         started.elapsed().as_secs_f64()
     );
 }
