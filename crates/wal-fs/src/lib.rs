@@ -19,7 +19,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `wal.lock` | lock file: `flock`ed exclusively by the owner, holds `pid <n>` |
+//! | `wal.lock` | holds the owner's `pid <n>`; the lock itself is an exclusive `flock` on the directory |
 //! | `<first lsn, 20 digits>.wal` | a segment, e.g. `00000000000000000001.wal`: name order is Lsn order |
 //! | `<first lsn>.wal.tmp` | a segment being created or rewritten; deleted on open |
 //! | `wal.truncate` | a `truncate_after` in progress (see below); open finishes it |
@@ -110,7 +110,9 @@
 //! 0. Create the directory if it is missing, with every missing ancestor;
 //!    the parent of each level created is fsynced, so the new entries are
 //!    durable before anything is written into them.
-//! 1. Lock `wal.lock` (`flock`, non-blocking); a second opener, in this or
+//! 1. Lock the directory (`flock` on a descriptor of the directory itself,
+//!    non-blocking, so deleting or replacing `wal.lock` cannot let a second
+//!    writer in); a second opener, in this or
 //!    another process, gets [`Error::Locked`](wal_core::Error::Locked) naming
 //!    the holder's pid. Delete `*.wal.tmp` leftovers.
 //! 2. For each segment in Lsn order, streaming (memory: one read buffer and
