@@ -144,8 +144,21 @@
 //! ## Durability assumptions
 //!
 //! `fdatasync` returns only once written data, and the file size, are on
-//! stable storage; a directory `fsync` does the same for the directory's
-//! entries. Nothing is assumed about the atomicity or order of writes
+//! stable storage (honest `fdatasync`: no volatile write cache that ignores
+//! flushes); a directory `fsync` does the same for the directory's
+//! entries.
+//!
+//! **Powersafe overwrite.** Batches are packed back to back, so a batch
+//! usually starts inside the sector (or flash page) that holds the end of
+//! the previous, acknowledged batch, and its write rewrites that sector.
+//! We assume that a write, even one torn by a power loss, never damages
+//! durable bytes outside the byte range it changes, as PostgreSQL's WAL
+//! and hashicorp's raft-wal assume (SQLite calls this "powersafe
+//! overwrite"). A device that can corrupt a whole sector when power fails
+//! during its write breaks this assumption: such a tear would show up as
+//! damage to the last acknowledged batch and be cut like a torn write, or
+//! reported as `Corrupt`. Aligning each batch to a sector would avoid it at
+//! the cost of padding every batch; we do not. Nothing is assumed about the atomicity or order of writes
 //! within one unsynced write (sectors may land in any order): that is what
 //! the synced-to field and the batch-end flag are for. A failed `fdatasync`
 //! is not retried: the store refuses every later write and the Wal is
