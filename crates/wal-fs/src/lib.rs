@@ -19,7 +19,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
-//! | `wal.lock` | lock file: `flock`ed exclusively by the owner, holds `pid <n>` |
+//! | `wal.lock` | holds the owner's `pid <n>`; the lock itself is an exclusive `flock` on the directory |
 //! | `<first lsn, 20 digits>.wal` | a segment, e.g. `00000000000000000001.wal`: name order is Lsn order |
 //! | `<first lsn>.wal.tmp` | a segment being created or rewritten; deleted on open |
 //! | `wal.truncate` | a `truncate_after` in progress (see below); open finishes it |
@@ -110,7 +110,9 @@
 //! 0. Create the directory if it is missing, with every missing ancestor;
 //!    the parent of each level created is fsynced, so the new entries are
 //!    durable before anything is written into them.
-//! 1. Lock `wal.lock` (`flock`, non-blocking); a second opener, in this or
+//! 1. Lock the directory (`flock` on a descriptor of the directory itself,
+//!    non-blocking, so deleting or replacing `wal.lock` cannot let a second
+//!    writer in); a second opener, in this or
 //!    another process, gets [`Error::Locked`](wal_core::Error::Locked) naming
 //!    the holder's pid. Delete `*.wal.tmp` leftovers.
 //! 2. For each segment in Lsn order, streaming (memory: one read buffer and
@@ -142,8 +144,21 @@
 //! ## Durability assumptions
 //!
 //! `fdatasync` returns only once written data, and the file size, are on
-//! stable storage; a directory `fsync` does the same for the directory's
-//! entries. Nothing is assumed about the atomicity or order of writes
+//! stable storage (honest `fdatasync`: no volatile write cache that ignores
+//! flushes); a directory `fsync` does the same for the directory's
+//! entries.
+//!
+//! **Powersafe overwrite.** Batches are packed back to back, so a batch
+//! usually starts inside the sector (or flash page) that holds the end of
+//! the previous, acknowledged batch, and its write rewrites that sector.
+//! We assume that a write, even one torn by a power loss, never damages
+//! durable bytes outside the byte range it changes, as PostgreSQL's WAL
+//! and hashicorp's raft-wal assume (SQLite calls this "powersafe
+//! overwrite"). A device that can corrupt a whole sector when power fails
+//! during its write breaks this assumption: such a tear would show up as
+//! damage to the last acknowledged batch and be cut like a torn write, or
+//! reported as `Corrupt`. Aligning each batch to a sector would avoid it at
+//! the cost of padding every batch; we do not. Nothing is assumed about the atomicity or order of writes
 //! within one unsynced write (sectors may land in any order): that is what
 //! the synced-to field and the batch-end flag are for. A failed `fdatasync`
 //! is not retried: the store refuses every later write and the Wal is

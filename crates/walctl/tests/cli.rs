@@ -355,8 +355,8 @@ fn repair_yes_refuses_a_log_with_a_live_writer() {
     let (_t, dir) = log_dir();
     write_log(&dir, 5);
     tear_tail(&dir);
-    // What a live writer holds: flock on the lock file.
-    let lock = std::fs::File::open(dir.join(wal_fs::LOCK_FILE_NAME)).unwrap();
+    // What a live writer holds: flock on the log directory itself.
+    let lock = std::fs::File::open(&dir).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     let o = run(&["--dir", d(&dir), "repair", "--yes"]);
     assert_eq!(o.status.code(), Some(1));
