@@ -302,7 +302,12 @@ impl EtcdOptions {
             .with_keep_alive_while_idle(true)
             .with_require_leader(self.require_leader);
         if let Some((name, password)) = &self.user {
-            o = o.with_user(name.clone(), password.clone());
+            // etcd forgets a token after `--auth-token-ttl` of disuse and on
+            // restart: re-authenticate and retry the refused request (it was
+            // not applied) instead of failing with "invalid auth token".
+            o = o
+                .with_user(name.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {

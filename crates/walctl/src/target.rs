@@ -160,7 +160,7 @@ impl TargetArgs {
         let mut o = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(3));
         if let Some((user, password)) = self.credentials()? {
-            o = o.with_user(user, password);
+            o = o.with_user(user, password).with_auto_token_refresh(true);
         }
         if let Some(tls) = self.tls()? {
             o = o.with_tls(tls);
