@@ -161,7 +161,8 @@ pub struct EtcdOptions {
 impl fmt::Debug for EtcdOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("EtcdOptions");
-        d.field("endpoints", &self.endpoints)
+        let endpoints: Vec<String> = self.endpoints.iter().map(|e| redact_endpoint(e)).collect();
+        d.field("endpoints", &endpoints)
             .field("prefix", &self.prefix)
             .field("name", &self.name)
             .field("writer_id", &self.writer_id)
@@ -317,6 +318,23 @@ impl EtcdOptions {
     }
 }
 
+/// `endpoint` with any `user:password@` of its authority replaced, for
+/// printing.
+pub(crate) fn redact_endpoint(endpoint: &str) -> String {
+    let start = endpoint.find("://").map_or(0, |i| i + 3);
+    let end = endpoint[start..]
+        .find(['/', '?', '#'])
+        .map_or(endpoint.len(), |i| start + i);
+    match endpoint[start..end].rfind('@') {
+        Some(at) => format!(
+            "{}<redacted>@{}",
+            &endpoint[..start],
+            &endpoint[start + at + 1..]
+        ),
+        None => endpoint.to_string(),
+    }
+}
+
 fn default_writer_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -339,4 +357,29 @@ fn default_writer_id() -> String {
         std::process::id(),
         nanos ^ seq.rotate_left(20)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Neither the password of `user` nor one embedded in an endpoint's
+    /// `user:password@` shows in `Debug` of the options or of a store.
+    #[test]
+    fn debug_prints_no_secret() {
+        let o = EtcdOptions::new(
+            ["http://wal:ep-s3cret@127.0.0.1:2379/", "127.0.0.1:2380"],
+            "log",
+        )
+        .user("wal", "user-s3cret");
+        for text in [
+            format!("{o:?}"),
+            format!("{o:#?}"),
+            format!("{:?}", crate::EtcdStore::new(o.clone())),
+        ] {
+            assert!(!text.contains("s3cret"), "secret in {text}");
+            assert!(text.contains("127.0.0.1:2379"), "endpoint lost: {text}");
+            assert!(text.contains("127.0.0.1:2380"), "endpoint lost: {text}");
+        }
+    }
 }

@@ -27,7 +27,9 @@ pub struct TargetArgs {
         global = true,
         value_name = "URLS",
         value_delimiter = ',',
-        env = "WALCTL_ETCD_ENDPOINTS"
+        env = "WALCTL_ETCD_ENDPOINTS",
+        // An endpoint may carry `user:password@`: never echo it in --help.
+        hide_env_values = true
     )]
     pub endpoints: Vec<String>,
 
