@@ -40,6 +40,12 @@ async fn store_and_reader_keep_working_after_the_token_expires() {
         .await
         .unwrap();
     let reader = EtcdReader::connect(opts.clone()).await.unwrap();
+    for text in [
+        format!("{reader:?}"),
+        format!("{:?}", EtcdStore::new(opts.clone())),
+    ] {
+        assert!(!text.contains(ROOT_PASSWORD), "password in {text}");
+    }
     let first = wal.append("before idle").await.unwrap();
     assert_eq!(reader.head().await.unwrap().0, first);
 
