@@ -161,7 +161,8 @@ pub struct EtcdOptions {
 impl fmt::Debug for EtcdOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("EtcdOptions");
-        d.field("endpoints", &self.endpoints)
+        let endpoints: Vec<String> = self.endpoints.iter().map(|e| redact_endpoint(e)).collect();
+        d.field("endpoints", &endpoints)
             .field("prefix", &self.prefix)
             .field("name", &self.name)
             .field("writer_id", &self.writer_id)
@@ -302,9 +303,9 @@ impl EtcdOptions {
             .with_keep_alive_while_idle(true)
             .with_require_leader(self.require_leader);
         if let Some((name, password)) = &self.user {
-            // Tokens expire (`--auth-token-ttl`, default 300 s idle) and a
-            // restarted etcd forgets simple tokens: without this every call
-            // after that fails with "invalid auth token".
+            // etcd forgets a token after `--auth-token-ttl` of disuse and on
+            // restart: re-authenticate and retry the refused request (it was
+            // not applied) instead of failing with "invalid auth token".
             o = o
                 .with_user(name.clone(), password.clone())
                 .with_auto_token_refresh(true);
@@ -314,6 +315,23 @@ impl EtcdOptions {
             o = o.with_tls(tls.clone());
         }
         o
+    }
+}
+
+/// `endpoint` with any `user:password@` of its authority replaced, for
+/// printing.
+pub(crate) fn redact_endpoint(endpoint: &str) -> String {
+    let start = endpoint.find("://").map_or(0, |i| i + 3);
+    let end = endpoint[start..]
+        .find(['/', '?', '#'])
+        .map_or(endpoint.len(), |i| start + i);
+    match endpoint[start..end].rfind('@') {
+        Some(at) => format!(
+            "{}<redacted>@{}",
+            &endpoint[..start],
+            &endpoint[start + at + 1..]
+        ),
+        None => endpoint.to_string(),
     }
 }
 
@@ -339,4 +357,29 @@ fn default_writer_id() -> String {
         std::process::id(),
         nanos ^ seq.rotate_left(20)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Neither the password of `user` nor one embedded in an endpoint's
+    /// `user:password@` shows in `Debug` of the options or of a store.
+    #[test]
+    fn debug_prints_no_secret() {
+        let o = EtcdOptions::new(
+            ["http://wal:ep-s3cret@127.0.0.1:2379/", "127.0.0.1:2380"],
+            "log",
+        )
+        .user("wal", "user-s3cret");
+        for text in [
+            format!("{o:?}"),
+            format!("{o:#?}"),
+            format!("{:?}", crate::EtcdStore::new(o.clone())),
+        ] {
+            assert!(!text.contains("s3cret"), "secret in {text}");
+            assert!(text.contains("127.0.0.1:2379"), "endpoint lost: {text}");
+            assert!(text.contains("127.0.0.1:2380"), "endpoint lost: {text}");
+        }
+    }
 }

@@ -1,93 +1,104 @@
-//! etcd with authentication: simple tokens expire (`--auth-token-ttl`) and
-//! vanish when etcd restarts; the store and the reader must re-authenticate.
+//! Authentication against a real etcd with auth enabled and simple tokens
+//! that expire after 2 s: the store refreshes its token when etcd refuses
+//! it (idle past the TTL, or forgotten by a restarted etcd).
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/secure.rs"]
-mod secure;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
-use secure::{AuthEtcd, WAL_PASSWORD, WAL_USER};
-use support::unique;
-use wal_core::{Lsn, ReadLimit, Wal, WalOptions};
-use wal_etcd::{etcd_client, EtcdReader, EtcdStore};
+use support::{
+    docker,
+    secure::{self, ROOT_PASSWORD},
+};
+use wal_core::{Lsn, Wal, WalOptions};
+use wal_etcd::{EtcdOptions, EtcdReader, EtcdStore};
 
-const PREFIX: &str = "/auth/";
+const TOKEN_TTL: Duration = Duration::from_secs(2);
 
-/// Idles until a token obtained at the start of the wait is refused as
-/// expired by the server (simple tokens are extended on every use, so the
-/// probe's token is used once at the start and once at the end): the
-/// server-side condition the idle owner and reader must survive.
-async fn wait_token_expired(endpoint: &str) {
-    let key = format!("{PREFIX}probe");
-    let mut idle = Duration::from_secs(3);
-    for _ in 0..4 {
-        let opts = etcd_client::ConnectOptions::new().with_user(WAL_USER, WAL_PASSWORD);
-        let mut raw = etcd_client::Client::connect([endpoint], Some(opts))
-            .await
-            .unwrap();
-        tokio::time::sleep(idle).await;
-        match raw.get(key.as_str(), None).await {
-            Ok(_) => idle *= 2,
-            Err(e) => {
-                assert!(e.to_string().contains("invalid auth token"), "{e}");
-                return;
-            }
-        }
-    }
-    panic!("a token idle for {idle:?} was never refused");
+fn auth_options(endpoints: &[String], prefix: &str) -> EtcdOptions {
+    support::options(endpoints, prefix, "log")
+        .user("root", ROOT_PASSWORD)
+        .lease_ttl(Duration::from_secs(5))
+        .request_timeout(Duration::from_secs(2))
 }
 
+async fn within<T>(what: &str, d: Duration, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(d, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {d:?}"))
+}
+
+/// A store and a reader idle past the token TTL: their next requests are
+/// refused with "invalid auth token" unless the client re-authenticates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_owner_and_reader_survive_token_expiry_and_etcd_restart() {
-    let node = AuthEtcd::start(&unique("wal-etcd-auth"), 2, PREFIX).await;
-    let opts = support::options(std::slice::from_ref(&node.endpoint), PREFIX, "log")
-        .user(WAL_USER, WAL_PASSWORD)
-        .lease_ttl(Duration::from_secs(10))
-        .request_timeout(Duration::from_secs(3));
-    let (wal, _rec) = Wal::open(EtcdStore::new(opts.clone()), WalOptions::default())
+async fn store_and_reader_keep_working_after_the_token_expires() {
+    let node = secure::start_auth_node("wal-etcd-auth-idle", 2).await;
+    let eps = vec![node.endpoint.clone()];
+    let opts = auth_options(&eps, "/auth-idle/");
+    let (wal, _) = Wal::open(EtcdStore::new(opts.clone()), WalOptions::default())
         .await
         .unwrap();
     let reader = EtcdReader::connect(opts.clone()).await.unwrap();
-    wal.append("before").await.unwrap();
-    assert_eq!(
-        reader
-            .read_from(Lsn(1), ReadLimit::default())
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    for text in [
+        format!("{reader:?}"),
+        format!("{:?}", EtcdStore::new(opts.clone())),
+    ] {
+        assert!(!text.contains(ROOT_PASSWORD), "password in {text}");
+    }
+    let first = wal.append("before idle").await.unwrap();
+    assert_eq!(reader.head().await.unwrap().0, first);
 
-    // Idle past the token TTL: the tokens of both are now expired.
-    wait_token_expired(&node.endpoint).await;
-    wal.append("after expiry").await.unwrap();
-    let got = reader
-        .read_from(Lsn(1), ReadLimit::default())
-        .await
-        .unwrap();
-    assert_eq!(got.len(), 2, "reader after token expiry");
+    secure::wait_tokens_expired(&eps, TOKEN_TTL, Duration::from_secs(30)).await;
 
-    // A restart forgets every simple token.
-    node.restart().await;
-    wal.append("after restart").await.unwrap();
-    let got = reader
-        .read_from(Lsn(1), ReadLimit::default())
+    let second = within(
+        "append after idle",
+        Duration::from_secs(10),
+        wal.append("after idle"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("append after the token expired: {e}"));
+    assert_eq!(second, Lsn(first.0 + 1));
+    let head = within("reader after idle", Duration::from_secs(10), reader.head())
+        .await
+        .unwrap_or_else(|e| panic!("reader after the token expired: {e}"));
+    assert_eq!(head.0, second);
+    wal.close().await.unwrap();
+}
+
+/// etcd restarts (simple tokens live in its memory): the store, whose lease
+/// survives the restart, and a reader both keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_reader_keep_working_after_etcd_restarts() {
+    // A long token TTL: only the restart invalidates the tokens.
+    let node = secure::start_auth_node("wal-etcd-auth-restart", 300).await;
+    let eps = vec![node.endpoint.clone()];
+    let opts = auth_options(&eps, "/auth-restart/").lease_ttl(Duration::from_secs(30));
+    let (wal, _) = Wal::open(EtcdStore::new(opts.clone()), WalOptions::default())
         .await
         .unwrap();
-    let texts: Vec<_> = got
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
-        .collect();
-    assert!(texts.iter().any(|t| t == "after restart"), "{texts:?}");
-    let mut tail = reader.tail(Lsn(1));
-    let first = tokio::time::timeout(Duration::from_secs(10), tail.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.lsn, Lsn(1));
+    let reader = EtcdReader::connect(opts.clone()).await.unwrap();
+    let first = wal.append("before restart").await.unwrap();
+    assert_eq!(reader.head().await.unwrap().0, first);
+
+    docker(&["restart", "-t", "5", node.id()]);
+    secure::wait_auth_ready(&eps, Duration::from_secs(60)).await;
+
+    let second = within(
+        "append after restart",
+        Duration::from_secs(15),
+        wal.append("after restart"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("append after the etcd restart: {e}"));
+    assert_eq!(second, Lsn(first.0 + 1));
+    let head = within(
+        "reader after restart",
+        Duration::from_secs(10),
+        reader.head(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("reader after the etcd restart: {e}"));
+    assert_eq!(head.0, second);
     wal.close().await.unwrap();
 }

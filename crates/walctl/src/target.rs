@@ -27,7 +27,9 @@ pub struct TargetArgs {
         global = true,
         value_name = "URLS",
         value_delimiter = ',',
-        env = "WALCTL_ETCD_ENDPOINTS"
+        env = "WALCTL_ETCD_ENDPOINTS",
+        // An endpoint may carry `user:password@`: never echo it in --help.
+        hide_env_values = true
     )]
     pub endpoints: Vec<String>,
 
@@ -160,7 +162,7 @@ impl TargetArgs {
         let mut o = etcd_client::ConnectOptions::new()
             .with_connect_timeout(std::time::Duration::from_secs(3));
         if let Some((user, password)) = self.credentials()? {
-            o = o.with_user(user, password);
+            o = o.with_user(user, password).with_auto_token_refresh(true);
         }
         if let Some(tls) = self.tls()? {
             o = o.with_tls(tls);

@@ -495,3 +495,27 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     let o = run(&["--dir", "/tmp", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// `--help` never echoes a value read from the environment: the endpoints
+/// may carry `user:password@`, and the password variable is never shown.
+#[test]
+fn help_does_not_print_env_values() {
+    for args in [&["--help"][..], &["inspect", "--help"][..]] {
+        let o = walctl()
+            .args(args)
+            .env(
+                "WALCTL_ETCD_ENDPOINTS",
+                "http://wal:ep-s3cret@127.0.0.1:2379",
+            )
+            .env("WALCTL_ETCD_PASSWORD", "pw-s3cret")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let text = format!("{}{}", stdout(&o), stderr(&o));
+        assert!(text.contains("--endpoints"), "{text}");
+        assert!(
+            !text.contains("s3cret"),
+            "{args:?} printed a secret: {text}"
+        );
+    }
+}
