@@ -112,6 +112,19 @@ pub enum Error {
         /// The commit marker's Lsn.
         commit: Lsn,
     },
+    /// Records a reader asked for were trimmed away before it read them:
+    /// the first record still stored is `first`, above the `requested`
+    /// Lsn. Nothing was skipped silently; read from `first` to go on past
+    /// the gap knowingly.
+    #[error(
+        "records from lsn {requested} were trimmed away: the first stored record is at lsn {first}"
+    )]
+    Trimmed {
+        /// The first Lsn the reader asked for.
+        requested: Lsn,
+        /// The first Lsn still stored (the one after the head if none is).
+        first: Lsn,
+    },
     /// A transient backend failure (e.g. etcd unreachable). The operation's
     /// outcome is known not to have happened, unless stated otherwise.
     #[error("backend unavailable: {0}")]

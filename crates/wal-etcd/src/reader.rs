@@ -13,7 +13,7 @@ use wal_core::{Error, Lsn, ReadLimit, Record, Result};
 use crate::{
     client::Etcd,
     error::call,
-    keys::{decode_head, decode_record_value, KeyLayout, RecordValue},
+    keys::{decode_record_value, KeyLayout, RecordValue},
     owner::{self, OwnerInfo},
     read, EtcdOptions,
 };
@@ -245,18 +245,34 @@ impl EtcdReader {
         Ok(report)
     }
 
-    /// Committed records with Lsn >= `from`, in order, within `limit`.
+    /// Committed records with Lsn >= `from`, in order, within `limit`, all
+    /// read at one etcd revision (a compaction of it restarts the read at a
+    /// newer one, keeping what was read). If records from `from` on were
+    /// trimmed away, fails with [`Error::Trimmed`] (carrying the first Lsn
+    /// still stored) rather than skipping them; [`Lsn::ZERO`] asks for
+    /// whatever is stored first. An Lsn in a gap that a truncation left
+    /// (below its high-water marker) is not trimmed unless records below it
+    /// were trimmed too.
     pub async fn read_from(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
-        let (h, _) = self.head().await?;
-        read::read_committed(&self.etcd, &self.keys, &self.options.limits, from, h, limit).await
+        read::read_following(
+            &self.etcd,
+            &self.keys,
+            &self.options.limits,
+            from,
+            None,
+            limit,
+        )
+        .await
     }
 
     /// Every committed record with Lsn >= `from`, then each new one as it
     /// commits (an etcd watch on the head key, with a re-read every
     /// [`EtcdOptions::tail_poll`] as a safety net). Records are raw: data,
     /// checkpoint entries and the core's markers. The stream never ends; a
-    /// failed read yields an error item and is retried after `tail_poll`.
-    /// Records trimmed before the tail reaches them are skipped.
+    /// failed read yields an error item and is retried after `tail_poll`,
+    /// except [`Error::Trimmed`] (records trimmed before the tail reached
+    /// them): the stream yields it and ends.
+    /// [`Lsn::ZERO`] starts at whatever is stored first.
     pub fn tail(&self, from: Lsn) -> BoxStream<'static, Result<Record>> {
         let state = Tail {
             etcd: self.etcd.clone(),
@@ -266,9 +282,14 @@ impl EtcdReader {
             buffered: VecDeque::new(),
             watch: None,
             failed: false,
+            ended: false,
         };
         stream::unfold(state, |mut t| async move {
+            if t.ended {
+                return None;
+            }
             let item = t.next().await;
+            t.ended = matches!(item, Err(Error::Trimmed { .. }));
             Some((item, t))
         })
         .boxed()
@@ -323,12 +344,7 @@ pub struct ScanReport {
 }
 
 async fn head(etcd: &Etcd, keys: &KeyLayout) -> Result<(Lsn, i64)> {
-    let resp = etcd.get("read head", keys.head(), None).await?;
-    let rev = resp.header().map_or(0, |h| h.revision());
-    match resp.kvs().first() {
-        Some(kv) => Ok((decode_head(kv.key(), kv.value())?, rev)),
-        None => Ok((Lsn::ZERO, rev)),
-    }
+    read::read_head(etcd, keys).await
 }
 
 struct Tail {
@@ -339,6 +355,8 @@ struct Tail {
     buffered: VecDeque<Record>,
     watch: Option<WatchStream>,
     failed: bool,
+    /// The tail yielded [`Error::Trimmed`]: it cannot go on.
+    ended: bool,
 }
 
 impl Tail {
@@ -364,12 +382,12 @@ impl Tail {
     async fn fill(&mut self) -> Result<()> {
         let (h, rev) = head(&self.etcd, &self.keys).await?;
         if h >= self.next {
-            let records = read::read_committed(
+            let records = read::read_following(
                 &self.etcd,
                 &self.keys,
                 &self.options.limits,
                 self.next,
-                h,
+                Some((h, rev)),
                 ReadLimit::default(),
             )
             .await?;
