@@ -373,10 +373,16 @@ pub fn tail(o: EtcdOptions, json: bool, args: &tail::Args) -> Result<u8> {
                 let mut from = Lsn(head.get().saturating_sub(lines.saturating_sub(1)).max(1));
                 let mut last = std::collections::VecDeque::new();
                 while from <= head {
-                    let page = reader
-                        .read_from(from, ReadLimit::default())
-                        .await
-                        .with_context(|| format!("reading {log}"))?;
+                    let page = match reader.read_from(from, ReadLimit::default()).await {
+                        // The last `-n` Lsns reach below what is stored
+                        // (trimmed, or a truncate's gap): start at the first
+                        // stored record instead.
+                        Err(wal_core::Error::Trimmed { first, .. }) if first > from => {
+                            from = first;
+                            continue;
+                        }
+                        r => r.with_context(|| format!("reading {log}"))?,
+                    };
                     let Some(l) = page.last().map(|r| r.lsn) else {
                         break;
                     };
