@@ -8,7 +8,8 @@
 # etcd tests, pulled or built offline), then `cargo test --workspace
 # --all-features`. The etcd tests start real etcd containers with Docker; set
 # WAL_ETCD_ENDPOINTS to use an existing cluster for the single-node tests.
-# Long soak runs are opt-in: WAL_CRASH_ITERATIONS=2000 for the SIGKILL test.
+# Long soak runs are opt-in: WAL_CRASH_ITERATIONS=2000 for the SIGKILL test,
+# WAL_POWERLOSS_SOAK=10 for the power-loss explorer.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
