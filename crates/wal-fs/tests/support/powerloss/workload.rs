@@ -2,7 +2,7 @@
 //! told (the oracle the checks compare a recovered log against).
 
 use bytes::Bytes;
-use wal_core::{Error, Lsn, Wal};
+use wal_core::{Completion, Error, Lsn, Wal};
 use wal_fs::SyncMode;
 
 use super::disk::Rng;
@@ -284,7 +284,7 @@ impl Oracle {
     }
 }
 
-fn fail(o: &mut Oracle, what: &str, e: &Error) -> Result<(), ()> {
+fn fail<T>(o: &mut Oracle, what: &str, e: &Error) -> Result<T, ()> {
     o.log.push(format!("  {what} -> Err({e})"));
     o.failure = Some(format!("{what}: {e}"));
     Err(())
@@ -295,7 +295,9 @@ pub async fn run(wal: &Wal, steps: &[Step], o: &mut Oracle) {
     let _ = run_steps(wal, steps, o).await;
 }
 
-async fn append_one(wal: &Wal, o: &mut Oracle, len: usize) -> Result<(), ()> {
+/// Submits one data entry and records it in the oracle (not yet
+/// acknowledged): its op number, Lsn and completion.
+async fn submit_one(wal: &Wal, o: &mut Oracle, len: usize) -> Result<(u32, Lsn, Completion), ()> {
     let op = o.data.len() as u32;
     let payload = data_payload(op, op, 0, 1, len);
     let t = o.tick();
@@ -309,18 +311,23 @@ async fn append_one(wal: &Wal, o: &mut Oracle, len: usize) -> Result<(), ()> {
                 acked: None,
                 submitted: t,
             });
-            match done.await {
-                Ok(_) => {
-                    let t = o.tick();
-                    o.data[op as usize].acked = Some(t);
-                    o.log
-                        .push(format!("  append op{op} {len}B -> lsn {}", lsn.0));
-                    Ok(())
-                }
-                Err(e) => fail(o, &format!("append op{op} {len}B lsn {}", lsn.0), &e),
-            }
+            Ok((op, lsn, done))
         }
         Err(e) => fail(o, &format!("submit op{op}"), &e),
+    }
+}
+
+async fn append_one(wal: &Wal, o: &mut Oracle, len: usize) -> Result<(), ()> {
+    let (op, lsn, done) = submit_one(wal, o, len).await?;
+    match done.await {
+        Ok(_) => {
+            let t = o.tick();
+            o.data[op as usize].acked = Some(t);
+            o.log
+                .push(format!("  append op{op} {len}B -> lsn {}", lsn.0));
+            Ok(())
+        }
+        Err(e) => fail(o, &format!("append op{op} {len}B lsn {}", lsn.0), &e),
     }
 }
 
@@ -331,23 +338,7 @@ async fn run_steps(wal: &Wal, steps: &[Step], o: &mut Oracle) -> Result<(), ()> 
             Step::Pipelined(lens) => {
                 let mut pending = Vec::new();
                 for len in lens {
-                    let op = o.data.len() as u32;
-                    let payload = data_payload(op, op, 0, 1, *len);
-                    let t = o.tick();
-                    match wal.submit(payload.clone()).await {
-                        Ok((lsn, done)) => {
-                            o.data.push(DataRec {
-                                payload,
-                                batch: op,
-                                count: 1,
-                                lsn: Some(lsn.0),
-                                acked: None,
-                                submitted: t,
-                            });
-                            pending.push((op, lsn, done));
-                        }
-                        Err(e) => return fail(o, &format!("submit op{op}"), &e),
-                    }
+                    pending.push(submit_one(wal, o, *len).await?);
                 }
                 for (op, lsn, done) in pending {
                     match done.await {
