@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 use tracing::{debug, warn};
 use wal_core::{Error, FailureSignal, Lsn, ReadLimit, Record, Result, StoreState, WalStore};
@@ -432,6 +433,19 @@ impl EtcdStore {
         }
     }
 
+    /// The owner key and the head key, read at one revision.
+    async fn read_back(
+        &self,
+        etcd: &Etcd,
+        keys: &KeyLayout,
+    ) -> std::result::Result<[GetResponse; 2], Failure> {
+        let owner = etcd.get("read back owner", keys.owner(), None).await?;
+        let rev = owner.header().map_or(0, |h| h.revision());
+        let at = GetOptions::new().with_revision(rev);
+        let head = etcd.get("read back head", keys.head(), Some(at)).await?;
+        Ok([owner, head])
+    }
+
     /// A txn that moves the head to `target` got no definite answer: find
     /// out whether it landed by reading the head back. If it did not, make
     /// sure it never can: after a timeout by bumping the head's revision
@@ -455,12 +469,12 @@ impl EtcdStore {
         let deadline = self.deadline();
         let mut pause = FIRST_PAUSE;
         loop {
-            let read = Txn::new().and_then([
-                TxnOp::get(keys.owner(), None),
-                TxnOp::get(keys.head(), None),
-            ]);
-            let resp = match etcd.txn("read back head", read).await {
-                Ok(r) => r,
+            // Two ranges at one revision, not a read-only txn: etcd's quota
+            // check refuses every txn (even one that only reads) once the
+            // database is over its quota, which is exactly when a NOSPACE
+            // answer needs reading back. Ranges are never refused.
+            let gets = match self.read_back(&etcd, &keys).await {
+                Ok(g) => g,
                 Err(f) if Instant::now() + pause < deadline => {
                     debug!(error = %f.error, "read-back failed; trying again");
                     tokio::time::sleep(pause).await;
@@ -469,15 +483,8 @@ impl EtcdStore {
                 }
                 Err(f) => return Err(unknown(format!("reading it back failed: {}", f.error))),
             };
-            let gets: Vec<_> = resp
-                .op_responses()
-                .into_iter()
-                .filter_map(|r| match r {
-                    TxnOpResponse::Get(g) => Some(g),
-                    _ => None,
-                })
-                .collect();
-            let owner_kv = gets.first().and_then(|g| g.kvs().first());
+            let [owner_resp, head_resp] = &gets;
+            let owner_kv = owner_resp.kvs().first();
             if owner_kv.map(|kv| kv.create_revision()) != Some(token.0) {
                 // The txn compared this token; it may have landed before
                 // the key went, and a new owner may have moved the head
@@ -486,7 +493,7 @@ impl EtcdStore {
                     "ownership (fencing token {token}) was lost before it could be read back"
                 )));
             }
-            let Some(head_kv) = gets.get(1).and_then(|g| g.kvs().first()) else {
+            let Some(head_kv) = head_resp.kvs().first() else {
                 return Err(unknown("the head key is gone".into()));
             };
             let now = decode_head(head_kv.key(), head_kv.value())?;

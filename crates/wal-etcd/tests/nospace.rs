@@ -19,6 +19,7 @@ use wal_etcd::{
 const QUOTA: usize = 3 << 20;
 const WRITERS: usize = 8;
 const FILLER: usize = 16 << 10;
+const BALLAST_VALUES: usize = 16; // of 128 KiB each: 2 MiB of the 3 MiB quota
 
 fn payload(name: &str, i: usize) -> String {
     format!("{name}-{i}:{}", "x".repeat(FILLER))
@@ -93,8 +94,10 @@ async fn append_crossing_the_space_quota_reports_the_truth() {
     let eps = vec![node.endpoint.clone()];
     wait_ready(&eps, Duration::from_secs(60)).await;
     let mut op = support::operator(&eps).await;
-    // Ballast the operator deletes afterwards, so there is room to reopen.
-    for i in 0..8 {
+    // Ballast the operator deletes afterwards, so there is room to reopen:
+    // two thirds of the quota, so that what the writers fill (and what
+    // stays live after compaction and defragmentation) is well below it.
+    for i in 0..BALLAST_VALUES {
         op.put(format!("/ballast/{i}"), vec![b'b'; 128 << 10], None)
             .await
             .unwrap();
@@ -126,6 +129,13 @@ async fn append_crossing_the_space_quota_reports_the_truth() {
         assert!(
             msg.contains("database space exceeded"),
             "{}: not a NOSPACE error: {e:?}",
+            r.name
+        );
+        // Reads are never refused over the quota, so the read-back that
+        // settles a NOSPACE answer must work.
+        assert!(
+            !msg.contains("reading it back failed"),
+            "{}: the read-back must settle a NOSPACE answer: {e:?}",
             r.name
         );
         let is_unknown = msg.contains("outcome") && msg.contains("unknown");
