@@ -9,7 +9,7 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
-    store::{ReadLimit, StoreState},
+    store::{ReadLimit, StoreReader, StoreState},
     Error, Lsn, Record, Result, WalStore,
 };
 
@@ -107,6 +107,38 @@ impl MemStore {
     }
 }
 
+/// Durable records with Lsn >= `from`, within `limit`.
+fn read_range(s: &Shared, from: Lsn, limit: ReadLimit) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for r in s.durable.range(from..) {
+        if out.len() >= limit.max_records || (!out.is_empty() && bytes >= limit.max_bytes) {
+            break;
+        }
+        bytes += r.1.payload.len();
+        out.push(r.1.clone());
+    }
+    out
+}
+
+/// [`MemStore`]'s reader beside the writer: reads the shared log while the
+/// handle that opened it still owns it.
+struct MemReader {
+    shared: Arc<Mutex<Shared>>,
+    generation: u64,
+}
+
+#[async_trait]
+impl StoreReader for MemReader {
+    async fn read_from(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        let s = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if s.owner != Some(self.generation) {
+            return Err(Error::Closed);
+        }
+        Ok(read_range(&s, from, limit))
+    }
+}
+
 fn state_of(s: &Shared) -> StoreState {
     StoreState {
         first_lsn: s.durable.keys().next().copied(),
@@ -179,17 +211,15 @@ impl WalStore for MemStore {
     }
 
     async fn read_from(&mut self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
-        let s = self.owned()?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for r in s.durable.range(from..) {
-            if out.len() >= limit.max_records || (!out.is_empty() && bytes >= limit.max_bytes) {
-                break;
-            }
-            bytes += r.1.payload.len();
-            out.push(r.1.clone());
-        }
-        Ok(out)
+        Ok(read_range(&*self.owned()?, from, limit))
+    }
+
+    fn reader(&self) -> Option<Arc<dyn StoreReader>> {
+        let generation = self.opened?;
+        Some(Arc::new(MemReader {
+            shared: self.shared.clone(),
+            generation,
+        }))
     }
 
     async fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState> {

@@ -1,5 +1,7 @@
 //! The backend contract.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
@@ -139,6 +141,38 @@ pub trait WalStore: Send + Sync + 'static {
     fn failure_signal(&mut self) -> Option<FailureSignal> {
         None
     }
+
+    /// Called once after [`open`](Self::open): a reader that serves
+    /// [`Wal::read`](crate::Wal::read), [`read_from`](crate::Wal::read_from),
+    /// [`tail`](crate::Wal::tail) and the recovery stream beside the writer,
+    /// so a reader never waits for a batch's sync and never cuts a batch
+    /// short. The default is `None`: reads are then ops of the controller,
+    /// between batches, through [`read_from`](Self::read_from).
+    fn reader(&self) -> Option<Arc<dyn StoreReader>> {
+        None
+    }
+}
+
+/// Reads a store beside its writer; see [`WalStore::reader`].
+///
+/// Contract (checked by [`testkit`](crate#testkit)):
+/// - [`read_from`](Self::read_from) returns what [`WalStore::read_from`]
+///   would return at some moment during the call: records with Lsn >=
+///   `from`, in order, within `limit`, each one whole and byte-exact.
+/// - Every record of an `append` call that returned `Ok` before `read_from`
+///   was called is visible (read your writes); nothing is visible before its
+///   `append` returned `Ok`, so a reader never hands out a record that a
+///   crash could take back.
+/// - Records a concurrent [`remove_before`](WalStore::remove_before) or
+///   [`truncate_after`](WalStore::truncate_after) takes away are either
+///   returned whole or not at all; such a race is never reported as
+///   corruption.
+/// - After [`close`](WalStore::close) it may fail with [`Error::Closed`].
+#[async_trait]
+pub trait StoreReader: Send + Sync + 'static {
+    /// Reads records with Lsn >= `from`, in order, within `limit`. An empty
+    /// result means there is nothing at or after `from`.
+    async fn read_from(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>>;
 }
 
 #[async_trait]
@@ -178,5 +212,8 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     }
     fn failure_signal(&mut self) -> Option<FailureSignal> {
         (**self).failure_signal()
+    }
+    fn reader(&self) -> Option<Arc<dyn StoreReader>> {
+        (**self).reader()
     }
 }

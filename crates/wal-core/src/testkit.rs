@@ -51,6 +51,7 @@ pub const CHECKS: &[&str] = &[
     "oversize_entry",
     "reads_at_bounds",
     "tail_follows",
+    "reads_beside_writes",
 ];
 
 /// Expands to one `#[tokio::test]` per conformance check. The argument is
@@ -63,7 +64,7 @@ macro_rules! conformance_tests {
             checkpoint_commit, checkpoint_abort, checkpoint_crash_before_commit,
             several_checkpoints, checkpoint_in_progress, trim, truncate,
             reopen_after_close, second_opener_locked, oversize_entry, reads_at_bounds,
-            tail_follows);
+            tail_follows, reads_beside_writes);
     };
     (@each $make:path; $($check:ident),* $(,)?) => {
         $(
@@ -551,4 +552,80 @@ pub async fn tail_follows<F: StoreFactory>(f: &F) {
         Some(Err(Error::Closed)) | None => {}
         other => panic!("tail after close: {other:?}"),
     }
+}
+
+/// Reads racing appends, trims and a truncate: every append is readable as
+/// soon as it returns (read your writes); a reader streaming the log over
+/// and over never fails and sees each record byte-exact, in Lsn order.
+pub async fn reads_beside_writes<F: StoreFactory>(f: &F) {
+    use std::{
+        collections::BTreeMap,
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc, Mutex,
+        },
+    };
+    const WRITERS: usize = 4;
+    const EACH: usize = 60;
+    let (wal, _) = open(f).await;
+    let written: Arc<Mutex<BTreeMap<Lsn, String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (wal, stop) = (wal.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen: BTreeMap<Lsn, Bytes> = BTreeMap::new();
+            let mut passes = 0u32;
+            while !stop.load(Ordering::Acquire) || passes == 0 {
+                let mut prev = Lsn::ZERO;
+                let mut pass = wal.read_from(Lsn::ZERO);
+                while let Some(e) = pass.next().await {
+                    let e = e.expect("a read racing writes, trims and truncates never fails");
+                    assert!(e.lsn > prev, "lsn {} after {prev} in one pass", e.lsn);
+                    prev = e.lsn;
+                    seen.insert(e.lsn, e.payload);
+                }
+                passes += 1;
+            }
+            (seen, passes)
+        })
+    };
+    let write = |w: usize, n: usize| {
+        let (wal, written) = (wal.clone(), written.clone());
+        tokio::spawn(async move {
+            for i in 0..n {
+                let p = format!("w{w}-{i}");
+                let lsn = wal.append(p.clone()).await.expect("append");
+                let got = wal.read(lsn).await.expect("read after append");
+                let got = got.expect("an acknowledged append is readable at once");
+                assert_eq!(&got.payload[..], p.as_bytes(), "read back lsn {lsn}");
+                written.lock().unwrap().insert(lsn, p);
+                // The first writer trims as it goes, while the others append.
+                if w == 0 && i % 12 == 11 {
+                    wal.trim_before(Lsn(lsn.get() / 2)).await.expect("trim");
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS).map(|w| write(w, EACH)).collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    // A truncate while the reader streams, then more appends.
+    let last = wal.last_lsn().expect("records were appended");
+    wal.truncate_after(Lsn(last.get() - 10))
+        .await
+        .expect("truncate");
+    write(WRITERS, 10).await.expect("writer after the truncate");
+    stop.store(true, Ordering::Release);
+    let (seen, passes) = reader.await.expect("reader");
+    assert!(passes > 0);
+    let written = written.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the reader saw records");
+    for (lsn, payload) in &seen {
+        let want = written
+            .get(lsn)
+            .unwrap_or_else(|| panic!("the reader saw lsn {lsn}, which no append returned"));
+        assert_eq!(&payload[..], want.as_bytes(), "lsn {lsn} read byte-exact");
+    }
+    wal.close().await.unwrap();
 }

@@ -20,7 +20,7 @@ use tokio::{
 use crate::{
     controller::{Controller, Op, Status, WriteOp},
     recovery::{self, Recovery},
-    store::ReadLimit,
+    store::{ReadLimit, StoreReader},
     Checkpoint, Entry, Error, Lsn, Record, RecordKind, Result, WalOptions, WalStore,
 };
 
@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     max_entry_bytes: usize,
     max_append_bytes: usize,
     pub(crate) read_limit: ReadLimit,
+    /// The store's reader beside the writer; `None`: reads are controller ops.
+    reader: Option<Arc<dyn StoreReader>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -155,6 +157,7 @@ impl Wal {
         // Exact: the end is below Lsn::LAST (checked above).
         let next_lsn = end.map_or(Lsn::FIRST, Lsn::next);
         let failure = store.failure_signal();
+        let reader = store.reader();
         let blocking = store.blocking_io();
         let max_append_bytes = store.max_append_bytes();
         let max_entry_bytes = options
@@ -192,6 +195,7 @@ impl Wal {
                 max_entry_bytes,
                 max_append_bytes,
                 read_limit,
+                reader,
                 task: Mutex::new(Some(task)),
             }),
         };
@@ -504,6 +508,12 @@ impl Wal {
     }
 
     pub(crate) async fn read_chunk(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        if let Some(reader) = &self.inner.reader {
+            // Beside the writer: no op, no wait for a batch. A poisoned or
+            // closed Wal reads nothing, as through the controller.
+            self.health()?;
+            return reader.read_from(from, limit).await;
+        }
         let (reply, rx) = oneshot::channel();
         self.send(Op::Read { from, limit, reply })?;
         self.await_reply(rx).await

@@ -1,6 +1,12 @@
 //! [`EtcdStore`]: the [`WalStore`] on etcd.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,14 +15,16 @@ use etcd_client::{
     TxnResponse,
 };
 use tracing::{debug, warn};
-use wal_core::{Error, FailureSignal, Lsn, ReadLimit, Record, Result, StoreState, WalStore};
+use wal_core::{
+    Error, FailureSignal, Lsn, ReadLimit, Record, Result, StoreReader, StoreState, WalStore,
+};
 
 use crate::{
     client::Etcd,
     error::Failure,
     keepalive::OwnerLease,
     keys::{self, decode_head, encode_head, Descriptor, KeyLayout, PackBuilder, RecordValue},
-    options::OP_OVERHEAD,
+    options::{EtcdLimits, OP_OVERHEAD},
     owner::{self, owner_compare, owner_from_txn, FencingToken},
     read, EtcdOptions,
 };
@@ -61,6 +69,8 @@ struct Owned {
     head_rev: i64,
     first: Option<Lsn>,
     last: Option<Lsn>,
+    /// `head`, published to the reader beside the writer.
+    published_head: Arc<AtomicU64>,
 }
 
 impl Owned {
@@ -77,6 +87,7 @@ impl Owned {
     /// An append up to `last` (starting at `first`) committed at `rev`.
     fn appended(&mut self, first: Option<Lsn>, last: Lsn, rev: i64) {
         self.head = last;
+        self.published_head.store(last.get(), Ordering::Release);
         self.head_rev = rev;
         self.first = self.first.or(first);
         self.last = Some(last);
@@ -86,6 +97,7 @@ impl Owned {
     /// `rev`.
     fn truncated(&mut self, lsn: Lsn, marker: Lsn, rev: i64) {
         self.head = marker;
+        self.published_head.store(marker.get(), Ordering::Release);
         self.head_rev = rev;
         self.last = Some(marker);
         self.first = match self.first {
@@ -544,6 +556,22 @@ impl EtcdStore {
     }
 }
 
+/// [`EtcdStore`]'s reader beside the writer (see `WalStore::reader`).
+struct OwnerReader {
+    etcd: Etcd,
+    keys: KeyLayout,
+    limits: EtcdLimits,
+    head: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl StoreReader for OwnerReader {
+    async fn read_from(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>> {
+        let head = Lsn(self.head.load(Ordering::Acquire));
+        read::read_committed(&self.etcd, &self.keys, &self.limits, from, head, limit).await
+    }
+}
+
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
@@ -594,6 +622,7 @@ impl WalStore for EtcdStore {
                     head_rev,
                     first: state.first_lsn,
                     last: state.last_lsn,
+                    published_head: Arc::new(AtomicU64::new(head.get())),
                 };
                 // The head counts as the Lsn high-water mark even when every
                 // record up to it is gone.
@@ -642,6 +671,18 @@ impl WalStore for EtcdStore {
     async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
         let r = self.truncate_after_inner(lsn, high_water).await;
         self.abandon_on_error(r).await
+    }
+
+    /// Plain range reads beside the writer, bounded by the last head this
+    /// owner committed: no op of the controller, no wait for a txn.
+    fn reader(&self) -> Option<Arc<dyn StoreReader>> {
+        let (etcd, owned) = (self.etcd.as_ref()?, self.owned.as_ref()?);
+        Some(Arc::new(OwnerReader {
+            etcd: etcd.clone(),
+            keys: owned.keys.clone(),
+            limits: self.options.limits.clone(),
+            head: owned.published_head.clone(),
+        }))
     }
 
     async fn close(&mut self) -> Result<()> {

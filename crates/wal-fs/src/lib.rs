@@ -192,6 +192,7 @@ mod io;
 mod lock;
 mod log;
 mod options;
+mod reader;
 mod segment;
 mod store;
 

@@ -22,15 +22,12 @@ use crate::{
     io::FileIo,
     lock::DirLock,
     options::{FsOptions, SyncMode},
+    reader::ReadView,
     segment::{
         corrupt, parse_segment_name, read_header, scan, segment_file_name, FrameRead, FrameReader,
         IndexBuilder, Segment, Tail, SEGMENT_SUFFIX, TMP_SUFFIX,
     },
 };
-
-/// The most records [`SegmentLog::read_markers_from`] returns without their
-/// payload in one call: about 48 bytes each, so at most ~768 KiB.
-pub(crate) const MAX_STRIPPED_RECORDS: usize = 16 << 10;
 
 /// The segment being appended to: the last one.
 struct Active {
@@ -56,7 +53,19 @@ pub(crate) struct SegmentLog {
     /// The first write, sync or layout failure: the files may not match the
     /// in-memory state any more, so nothing else is written.
     failed: Option<Error>,
+    /// What readers beside the writer see; closed before the lock goes.
+    view: Arc<ReadView>,
+    _closed_on_drop: CloseView,
     _lock: DirLock,
+}
+
+/// Closes the readers' view when the log goes, before its lock does.
+struct CloseView(Arc<ReadView>);
+
+impl Drop for CloseView {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl SegmentLog {
@@ -70,6 +79,7 @@ impl SegmentLog {
         let opts = opts.normalized();
         create_dir_durably(&dir, io.as_ref())?;
         let lock = DirLock::acquire(&dir)?;
+        let view = Arc::new(ReadView::default());
         let mut log = SegmentLog {
             dir,
             io,
@@ -78,9 +88,12 @@ impl SegmentLog {
             active: None,
             buf: Vec::new(),
             failed: None,
+            view: view.clone(),
+            _closed_on_drop: CloseView(view),
             _lock: lock,
         };
         log.recover()?;
+        log.publish();
         let state = log.state();
         info!(
             dir = %log.dir.display(),
@@ -181,7 +194,7 @@ impl SegmentLog {
                 self.io.sync_dir(&self.dir)?;
                 continue;
             }
-            segment.index.shrink_to_fit();
+            Arc::make_mut(&mut segment.index).shrink_to_fit();
             self.segments.push_back(segment);
         }
         self.open_active()?;
@@ -215,6 +228,16 @@ impl SegmentLog {
             warn!(error = %e, "wal-fs write failed; the log accepts no more writes");
             self.failed = Some(e.clone());
         }
+        r
+    }
+
+    /// A mutation that deletes or rewrites published bytes (a trim, a
+    /// truncate): runs while no read is in progress, then publishes.
+    fn relayout<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R, Error>) -> Result<R, Error> {
+        let view = self.view.clone();
+        let _no_reads = view.layout_change();
+        let r = self.mutate(f);
+        self.publish();
         r
     }
 
@@ -274,7 +297,10 @@ impl SegmentLog {
             });
         }
         let first_lsn = first.lsn;
-        self.mutate(|log| log.write_batch(records, first_lsn, size))
+        self.mutate(|log| log.write_batch(records, first_lsn, size))?;
+        // Readers see the batch only now: written and (in EveryBatch) synced.
+        self.publish();
+        Ok(())
     }
 
     fn write_batch(&mut self, records: &[Record], first: Lsn, size: u64) -> Result<(), Error> {
@@ -366,7 +392,7 @@ impl SegmentLog {
             header,
             last_lsn: None,
             data_end: SEGMENT_HEADER_LEN,
-            index: Vec::new(),
+            index: Arc::default(),
         });
         self.active = Some(Active {
             file,
@@ -395,7 +421,7 @@ impl SegmentLog {
 
     /// Reads records with Lsn >= `from`, seeking by the sparse index.
     pub(crate) fn read_from(&self, from: Lsn, limit: ReadLimit) -> Result<Vec<Record>, Error> {
-        self.read_records(from, limit, false)
+        self.view.read_records(from, limit, false)
     }
 
     /// Like [`read_from`](Self::read_from), but data and checkpoint records
@@ -405,84 +431,29 @@ impl SegmentLog {
     /// checksum moments before the core's marker scan, and the replay reads
     /// the records it yields through `read_from`, which verifies them again.
     /// `limit` bounds the marker records; payload-less records are capped at
-    /// [`MAX_STRIPPED_RECORDS`] per call.
+    /// [`MAX_STRIPPED_RECORDS`](crate::reader::MAX_STRIPPED_RECORDS) per call.
     pub(crate) fn read_markers_from(
         &self,
         from: Lsn,
         limit: ReadLimit,
     ) -> Result<Vec<Record>, Error> {
-        self.read_records(from, limit, true)
+        self.view.read_records(from, limit, true)
     }
 
-    /// `read_from`, or with `markers_only` `read_markers_from`.
-    fn read_records(
-        &self,
-        from: Lsn,
-        limit: ReadLimit,
-        markers_only: bool,
-    ) -> Result<Vec<Record>, Error> {
-        let mut out = Vec::new();
-        // Records returned with their payload (all of them unless
-        // `markers_only`), and the bytes of those payloads.
-        let mut full = 0usize;
-        let mut stripped = 0usize;
-        let mut bytes = 0usize;
-        let start = self
-            .segments
-            .partition_point(|s| s.first_lsn() <= from)
-            .saturating_sub(1);
-        let mut scratch = Vec::new();
-        for seg in self.segments.iter().skip(start) {
-            if seg.last_lsn.is_none_or(|l| l < from) {
-                continue;
-            }
-            let file = File::open(&seg.path)?;
-            let mut reader =
-                FrameReader::new(file, seg.header.id, seg.seek_offset(from), seg.data_end)?;
-            loop {
-                if full >= limit.max_records
-                    || stripped >= MAX_STRIPPED_RECORDS
-                    || (!out.is_empty() && bytes >= limit.max_bytes)
-                {
-                    return Ok(out);
-                }
-                let at = reader.pos();
-                let frame = if markers_only {
-                    reader.next_frame_if(&mut scratch, |h| h.lsn >= from && h.kind.is_marker())?
-                } else {
-                    reader.next_frame(&mut scratch)?
-                };
-                match frame {
-                    FrameRead::End => break,
-                    FrameRead::Invalid(why) => return Err(corrupt(&seg.path, at, why)),
-                    FrameRead::Frame(h) if h.lsn < from => {}
-                    FrameRead::Frame(h) if markers_only && !h.kind.is_marker() => {
-                        stripped += 1;
-                        out.push(Record {
-                            lsn: h.lsn,
-                            kind: h.kind,
-                            payload: Bytes::new(),
-                        });
-                    }
-                    FrameRead::Frame(h) => {
-                        full += 1;
-                        bytes += scratch.len();
-                        out.push(Record {
-                            lsn: h.lsn,
-                            kind: h.kind,
-                            payload: Bytes::from(std::mem::take(&mut scratch)),
-                        });
-                    }
-                }
-            }
-        }
-        Ok(out)
+    /// The readers' view of this log (see [`crate::reader`]).
+    pub(crate) fn view(&self) -> &Arc<ReadView> {
+        &self.view
+    }
+
+    /// Publishes the segments to the readers' view.
+    fn publish(&self) {
+        self.view.publish(&self.segments);
     }
 
     /// Deletes whole segments whose records are all below `lsn`, oldest
     /// first, never the last one.
     pub(crate) fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState, Error> {
-        self.mutate(|log| {
+        self.relayout(|log| {
             if log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
                 // What justifies the deletion (a checkpoint's commit marker,
                 // the records kept) must be durable before the deletion can
@@ -523,7 +494,7 @@ impl SegmentLog {
         lsn: Lsn,
         high_water: &Record,
     ) -> Result<StoreState, Error> {
-        self.mutate(|log| {
+        self.relayout(|log| {
             // Nothing is deleted before every byte written so far is durable.
             log.sync_active()?;
             if log.last_lsn().is_some_and(|l| l > lsn) {

@@ -7,6 +7,7 @@ use std::{
     io::{self, BufReader, Read, Seek, SeekFrom},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use wal_core::{Error, Location, Lsn};
@@ -46,8 +47,10 @@ pub(crate) struct Segment {
     /// End of the last complete batch: where the next append goes.
     pub data_end: u64,
     /// Sparse (lsn, frame offset) pairs in Lsn order, one about every
-    /// `index_interval_bytes`, always including the first record.
-    pub index: Vec<(Lsn, u64)>,
+    /// `index_interval_bytes`, always including the first record. Shared
+    /// with the readers' view of the log (see `reader`), so publishing a
+    /// segment to them copies no index.
+    pub index: Arc<Vec<(Lsn, u64)>>,
 }
 
 impl Segment {
@@ -68,7 +71,9 @@ impl Segment {
     /// Forgets index entries above `lsn` (after a truncation).
     pub(crate) fn truncate_index(&mut self, lsn: Lsn) {
         let keep = self.index.partition_point(|(l, _)| *l <= lsn);
-        self.index.truncate(keep);
+        if keep < self.index.len() {
+            Arc::make_mut(&mut self.index).truncate(keep);
+        }
     }
 }
 
@@ -103,8 +108,11 @@ impl IndexBuilder {
     }
 
     /// The batch so far completed: its entries join `index`.
-    pub(crate) fn commit(&mut self, index: &mut Vec<(Lsn, u64)>) {
-        index.append(&mut self.pending);
+    pub(crate) fn commit(&mut self, index: &mut Arc<Vec<(Lsn, u64)>>) {
+        if !self.pending.is_empty() {
+            // Copies the index only if a reader's view still holds it.
+            Arc::make_mut(index).append(&mut self.pending);
+        }
     }
 }
 
@@ -283,7 +291,7 @@ pub(crate) fn scan(
         header,
         last_lsn: None,
         data_end: SEGMENT_HEADER_LEN,
-        index: Vec::new(),
+        index: Arc::default(),
     };
     let mut builder = IndexBuilder::new(index_interval, &[], SEGMENT_HEADER_LEN);
     let mut prev: Option<Lsn> = None;

@@ -7,12 +7,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use wal_core::{Error, Lsn, ReadLimit, Record, Result, StoreState, WalStore};
+use wal_core::{Error, Lsn, ReadLimit, Record, Result, StoreReader, StoreState, WalStore};
 
 use crate::{
     io::{FileIo, StdFileIo},
     log::SegmentLog,
     options::FsOptions,
+    reader::FsReader,
 };
 
 /// A [`WalStore`] on a local directory of segment files (format: see the
@@ -150,6 +151,14 @@ impl WalStore for FsStore {
 
     async fn truncate_after(&mut self, lsn: Lsn, high_water: &Record) -> Result<StoreState> {
         self.log()?.truncate_after(lsn, high_water)
+    }
+
+    /// Reads beside the writer: planned from the segments the log publishes
+    /// after each change, read through handles of their own on tokio's
+    /// blocking pool.
+    fn reader(&self) -> Option<Arc<dyn StoreReader>> {
+        let view = self.log.as_ref()?.view().clone();
+        Some(Arc::new(FsReader(view)))
     }
 
     async fn close(&mut self) -> Result<()> {

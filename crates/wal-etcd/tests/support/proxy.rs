@@ -36,9 +36,9 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
-/// Request DATA frames at least this big are unary calls (txns, ranges),
-/// not keep-alive messages.
-const CALL_BYTES: usize = 60;
+/// Request DATA frames at least this big are txns: a compare and a put name
+/// a key three times, a range (about 48 bytes here) once.
+const TXN_BYTES: usize = 100;
 
 /// What the proxy does to the bytes of every connection, switchable at run
 /// time (it applies to frames read after the switch).
@@ -87,14 +87,14 @@ struct Shared {
 }
 
 /// [`Proxy::land_late`]: a request held back, delivered just before the
-/// second call that follows it.
+/// first txn that follows it.
 #[derive(Default)]
 struct Late {
     /// Hold the next request DATA frame at least this big (0: off).
     over: usize,
     victim: u32,
     held: Vec<Vec<u8>>,
-    /// Calls seen after the victim.
+    /// Txns seen after the victim.
     calls_after: u32,
     released: bool,
     answered: bool,
@@ -245,8 +245,9 @@ impl Proxy {
     }
 
     /// Holds back the next request whose DATA frame carries at least
-    /// `bytes` bytes (and drops the client's cancel of it), passes the next
-    /// call, and delivers the held request just before the call after that,
+    /// `bytes` bytes (and drops the client's cancel of it), and delivers it
+    /// just before the next txn (at least `TXN_BYTES`; the read-back's two
+    /// key ranges are smaller and pass),
     /// once etcd has answered it (the answer is dropped). For an append
     /// whose txn times out: the read-back sees the head unchanged, the
     /// append lands, then the void arrives.
@@ -376,9 +377,9 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                     }
                     continue;
                 }
-                if late.victim != 0 && !late.released && kind == DATA && len >= CALL_BYTES {
+                if late.victim != 0 && !late.released && kind == DATA && len >= TXN_BYTES {
                     late.calls_after += 1;
-                    if late.calls_after == 2 {
+                    if late.calls_after == 1 {
                         late.released = true;
                         Some(std::mem::take(&mut late.held))
                     } else {
