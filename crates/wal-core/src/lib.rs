@@ -33,6 +33,7 @@
 //! per check.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod blocking;
 mod checkpoint;
 mod controller;
 mod error;

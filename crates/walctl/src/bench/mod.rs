@@ -16,6 +16,7 @@
 //! Benchmark files go into a fresh directory under `--dir` (default: the
 //! system temp directory), removed afterwards.
 
+mod batches;
 mod etcd;
 mod fs;
 mod okaywal_peer;
