@@ -435,18 +435,45 @@ fn bench_fs_json_is_valid() {
         "--count",
         "200",
         "--compare",
+        "--reader",
+        "--blocking",
         "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0]["system"], "wal-fs");
-    assert_eq!(rows[0]["entries"], 200);
-    assert!(rows[0]["entries_per_sec"].as_f64().unwrap() > 0.0);
-    assert!(rows[0]["p99_us"].as_u64().unwrap() >= rows[0]["p50_us"].as_u64().unwrap());
-    assert_eq!(rows[2]["system"], "okaywal");
-    assert!(v["ratios"]["wal_vs_raw"].as_f64().unwrap() > 0.0);
+    let systems: Vec<_> = rows.iter().map(|r| r["system"].as_str().unwrap()).collect();
+    assert_eq!(
+        systems,
+        [
+            "wal-fs",
+            "wal-fs-blocking",
+            "wal-fs+reader",
+            "raw-fdatasync*",
+            "raw-group-commit",
+            "okaywal"
+        ]
+    );
+    for r in rows {
+        assert_eq!(r["entries"], 200, "{r}");
+        assert!(r["entries_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(r["p99_us"].as_u64().unwrap() >= r["p50_us"].as_u64().unwrap());
+    }
+    // 200 entries in batches of 1 to 4 (the writers).
+    let b = &v["batches"];
+    let (batches, max) = (b["batches"].as_u64().unwrap(), b["max"].as_u64().unwrap());
+    assert!((50..=200).contains(&batches) && (1..=4).contains(&max), "{b}");
+    assert!(v["reader"]["passes"].as_u64().unwrap() >= 1);
+    for ratio in [
+        "wal_vs_raw",
+        "wal_vs_group_commit",
+        "wal_vs_okaywal",
+        "blocking_vs_raw",
+        "with_reader_vs_without",
+        "reader_vs_raw_read",
+    ] {
+        assert!(v["ratios"][ratio].as_f64().unwrap() > 0.0, "{ratio}");
+    }
     // The work directory is gone afterwards.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
