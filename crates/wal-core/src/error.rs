@@ -129,6 +129,15 @@ pub enum Error {
     /// outcome is known not to have happened, unless stated otherwise.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The TLS connection to the backend could not be established: the
+    /// server's certificate is not trusted (not signed by the configured
+    /// CA, expired, issued for another name), the server refused this
+    /// client's certificate (missing, or not signed by a CA it trusts), or
+    /// the server does not speak TLS. A configuration problem, not a
+    /// transient one: retrying does not help. Reported before any request
+    /// was sent, so nothing was applied.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The caller passed something the backend cannot accept.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -24,8 +24,16 @@ pub(crate) struct Etcd {
 
 impl Etcd {
     /// Connects (lazily: an unreachable cluster shows up at the first call,
-    /// unless credentials force an authentication round trip now).
+    /// unless credentials force an authentication round trip now). With
+    /// TLS, one handshake per endpoint first, so that a TLS failure is
+    /// reported as such (see `tls`).
     pub async fn connect(options: &EtcdOptions) -> Result<Etcd, Failure> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = options.tls_settings() {
+            crate::tls::check_handshake(&options.endpoints, tls, options.connect_timeout)
+                .await
+                .map_err(Failure::from_error)?;
+        }
         let client = call(
             "connect",
             options.connect_timeout + options.request_timeout,

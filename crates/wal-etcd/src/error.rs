@@ -94,6 +94,10 @@ where
 /// errors carry status messages and transport errors, not request metadata.
 pub(crate) fn map(what: &str, e: etcd_client::Error) -> Failure {
     use etcd_client::Error as E;
+    #[cfg(feature = "tls")]
+    if let Some(f) = tls_failure(what, &e) {
+        return f;
+    }
     match e {
         E::GRpcStatus(status) => {
             let msg = status.message().to_string();
@@ -149,6 +153,25 @@ pub(crate) fn map(what: &str, e: etcd_client::Error) -> Failure {
             }
         }
     }
+}
+
+/// This client refused the server's certificate while connecting: the
+/// request was never sent. (A server refusing this client's certificate
+/// shows only as a closed connection here; the check at connect names it.)
+#[cfg(feature = "tls")]
+fn tls_failure(what: &str, e: &etcd_client::Error) -> Option<Failure> {
+    let source: &(dyn std::error::Error + 'static) = match e {
+        etcd_client::Error::GRpcStatus(status) => status,
+        etcd_client::Error::TransportError(t) => t,
+        _ => return None,
+    };
+    let tls = crate::tls::rustls_error_in_chain(source)?;
+    crate::tls::is_certificate_refusal(tls).then(|| {
+        Failure::known(Error::Tls(format!(
+            "etcd {what}: {}",
+            crate::tls::describe(tls, false)
+        )))
+    })
 }
 
 /// gRPC status codes (the numbers are fixed by the gRPC spec).

@@ -198,10 +198,15 @@
 //!
 //! ## Credentials
 //!
-//! TLS ([`EtcdOptions::tls`], feature `tls`, on by default) and user /
-//! password auth ([`EtcdOptions::user`]) are passed to etcd-client's
-//! `ConnectOptions`. `Debug` of the options redacts them and nothing logs
-//! them.
+//! TLS ([`EtcdOptions::tls`] with an [`EtcdTls`]: the CA and, for
+//! `--client-cert-auth` clusters, a client certificate and key; feature
+//! `tls`, on by default) and user / password auth ([`EtcdOptions::user`])
+//! are passed to etcd-client's `ConnectOptions`. `Debug` of the options
+//! redacts them and nothing logs them. Connecting with TLS checks one
+//! handshake per endpoint first, so that an untrusted server certificate,
+//! a refused client certificate or a port without TLS fails at once with
+//! [`Error::Tls`](wal_core::Error::Tls) instead of a timeout or a bare
+//! "operation was canceled".
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
@@ -217,6 +222,8 @@ mod read;
 mod reader;
 mod space;
 mod store;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use etcd_client;
 pub use options::{Acquire, EtcdLimits, EtcdOptions};
@@ -224,3 +231,6 @@ pub use owner::{FencingToken, OwnerInfo};
 pub use reader::{EtcdReader, KeyProblem, ScanReport};
 pub use space::{space, MemberSpace, SpaceReport};
 pub use store::EtcdStore;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use tls::EtcdTls;

@@ -155,7 +155,7 @@ pub struct EtcdOptions {
     pub tail_poll: Duration,
     user: Option<(String, String)>,
     #[cfg(feature = "tls")]
-    tls: Option<etcd_client::TlsOptions>,
+    tls: Option<crate::EtcdTls>,
 }
 
 impl fmt::Debug for EtcdOptions {
@@ -179,8 +179,9 @@ impl fmt::Debug for EtcdOptions {
                     .as_ref()
                     .map(|(name, _)| format!("{name}:<redacted>")),
             );
+        // EtcdTls' Debug counts certificates and never shows the key.
         #[cfg(feature = "tls")]
-        d.field("tls", &self.tls.as_ref().map(|_| "<configured>"));
+        d.field("tls", &self.tls);
         d.finish()
     }
 }
@@ -261,11 +262,22 @@ impl EtcdOptions {
         self.user = Some((name.into(), password.into()));
         self
     }
-    /// Connects with TLS (use `https://` endpoints). Never printed.
+    /// Connects with TLS: `https://` endpoints, servers' certificates
+    /// checked against the CA of `tls`, and its client certificate
+    /// presented to clusters that require one. The key is never printed.
+    /// Connecting checks the handshake once, so that an untrusted server
+    /// certificate or a refused client certificate fails with
+    /// [`Error::Tls`] (see [`EtcdTls`](crate::EtcdTls)).
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: etcd_client::TlsOptions) -> Self {
+    pub fn tls(mut self, tls: crate::EtcdTls) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// The TLS settings, if any.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_settings(&self) -> Option<&crate::EtcdTls> {
+        self.tls.as_ref()
     }
 
     /// The lease TTL in whole seconds, validated.
@@ -292,6 +304,40 @@ impl EtcdOptions {
             return Err(Error::InvalidArgument("request_timeout is zero".into()));
         }
         self.ttl_secs()?;
+        self.validate_tls()
+    }
+
+    /// TLS set with `https://` endpoints (or none with a scheme), or no TLS
+    /// and no `https://` endpoint; and the PEM parses.
+    fn validate_tls(&self) -> Result<(), Error> {
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref();
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<()> = None;
+        for e in &self.endpoints {
+            let e = e.trim();
+            if tls.is_some() && e.starts_with("http://") {
+                return Err(Error::InvalidArgument(format!(
+                    "etcd endpoint {}: TLS is configured, so endpoints must be https://",
+                    redact_endpoint(e)
+                )));
+            }
+            if tls.is_none() && e.starts_with("https://") {
+                let fix = if cfg!(feature = "tls") {
+                    "set EtcdOptions::tls with the CA that signed the server's certificate"
+                } else {
+                    "this build has no TLS (wal-etcd's feature `tls`)"
+                };
+                return Err(Error::InvalidArgument(format!(
+                    "etcd endpoint {}: https:// needs TLS settings: {fix}",
+                    redact_endpoint(e)
+                )));
+            }
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 
@@ -312,7 +358,7 @@ impl EtcdOptions {
         }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            o = o.with_tls(tls.clone());
+            o = o.with_tls(tls.tls_options());
         }
         o
     }

@@ -147,6 +147,7 @@ async fn leader_down_during_writes(how: Down) {
             initial_cluster: Some(cluster.clone()),
             host_port: None,
             args: Vec::new(),
+            tls: None,
         })
         .await;
         docker(&["network", "connect", &net.0, node.id()]);

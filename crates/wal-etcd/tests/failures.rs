@@ -129,6 +129,7 @@ async fn etcd_killed_and_restarted_during_writes_loses_no_acknowledged_entry() {
         initial_cluster: None,
         host_port: Some(port),
         args: Vec::new(),
+        tls: None,
     })
     .await;
     let eps = vec![node.endpoint.clone()];
@@ -268,6 +269,7 @@ async fn partitioned_member_cannot_write_and_majority_continues() {
             initial_cluster: Some(cluster.clone()),
             host_port: None,
             args: Vec::new(),
+            tls: None,
         })
         .await;
         // Peers talk on their own network; the host uses the published port

@@ -3,13 +3,15 @@
 //! `--dir` selects the file backend; `--endpoints` (with `--name`, and
 //! optionally `--prefix` and the TLS / auth flags) selects etcd. The etcd
 //! password is read from `WALCTL_ETCD_PASSWORD` only, and no credential is
-//! ever printed (`EtcdOptions`' `Debug` redacts them).
+//! ever printed (`EtcdOptions`' `Debug` redacts them). The TLS files come
+//! from `--cacert`/`--cert`/`--key` or `WALCTL_ETCD_CACERT`/`_CERT`/`_KEY`;
+//! `--help` never shows environment values.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use wal_etcd::{etcd_client, EtcdOptions};
+use wal_etcd::{etcd_client, EtcdOptions, EtcdTls};
 
 /// Environment variable holding the etcd password for `--user`.
 pub const PASSWORD_ENV: &str = "WALCTL_ETCD_PASSWORD";
@@ -43,16 +45,37 @@ pub struct TargetArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// CA certificate (PEM) to verify etcd's TLS certificate.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// CA certificate(s) (PEM) that sign etcd's server certificates; turns
+    /// on TLS (endpoints without a scheme become https://).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "WALCTL_ETCD_CACERT",
+        hide_env_values = true
+    )]
     pub cacert: Option<PathBuf>,
 
-    /// Client certificate (PEM) for TLS client authentication.
-    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    /// Client certificate (PEM), for clusters run with --client-cert-auth.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "key",
+        env = "WALCTL_ETCD_CERT",
+        hide_env_values = true
+    )]
     pub cert: Option<PathBuf>,
 
-    /// Client key (PEM) for TLS client authentication.
-    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    /// The client certificate's private key (PEM). Never printed.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        requires = "cert",
+        env = "WALCTL_ETCD_KEY",
+        hide_env_values = true
+    )]
     pub key: Option<PathBuf>,
 
     /// etcd user name; the password is read from WALCTL_ETCD_PASSWORD, never
@@ -99,8 +122,10 @@ impl TargetArgs {
         Ok(o)
     }
 
-    /// The endpoints, `http://` added where no scheme is given.
+    /// The endpoints, `http://` (`https://` with TLS flags) added where no
+    /// scheme is given.
     pub fn etcd_endpoints(&self) -> Result<Vec<String>> {
+        let scheme = if self.tls_wanted() { "https" } else { "http" };
         let endpoints: Vec<String> = self
             .endpoints
             .iter()
@@ -110,7 +135,7 @@ impl TargetArgs {
                 if e.contains("://") {
                     e.to_string()
                 } else {
-                    format!("http://{e}")
+                    format!("{scheme}://{e}")
                 }
             })
             .collect();
@@ -131,27 +156,33 @@ impl TargetArgs {
         Ok(Some((user.clone(), password)))
     }
 
+    /// Whether any endpoint is `https://` or a TLS flag is given.
+    fn tls_wanted(&self) -> bool {
+        self.cacert.is_some()
+            || self.cert.is_some()
+            || self
+                .endpoints
+                .iter()
+                .any(|e| e.trim().starts_with("https://"))
+    }
+
     /// TLS settings, if any endpoint is `https://` or a TLS flag is given.
-    fn tls(&self) -> Result<Option<etcd_client::TlsOptions>> {
-        let https = self
-            .endpoints
-            .iter()
-            .any(|e| e.trim().starts_with("https://"));
-        if !(https || self.cacert.is_some() || self.cert.is_some()) {
+    fn tls(&self) -> Result<Option<EtcdTls>> {
+        if !self.tls_wanted() {
             return Ok(None);
         }
-        let mut tls = etcd_client::TlsOptions::new();
-        if let Some(ca) = &self.cacert {
-            let pem =
-                std::fs::read(ca).with_context(|| format!("reading --cacert {}", ca.display()))?;
-            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
-        }
+        let Some(ca) = &self.cacert else {
+            bail!("TLS to etcd needs --cacert FILE: the CA certificate that signed the servers' certificates");
+        };
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading --cacert {}", ca.display()))?;
+        let mut tls = EtcdTls::new().ca_pem(pem);
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             let c = std::fs::read(cert)
                 .with_context(|| format!("reading --cert {}", cert.display()))?;
             let k =
                 std::fs::read(key).with_context(|| format!("reading --key {}", key.display()))?;
-            tls = tls.identity(etcd_client::Identity::from_pem(c, k));
+            tls = tls.identity_pem(c, k);
         }
         Ok(Some(tls))
     }
@@ -165,7 +196,7 @@ impl TargetArgs {
             o = o.with_user(user, password).with_auto_token_refresh(true);
         }
         if let Some(tls) = self.tls()? {
-            o = o.with_tls(tls);
+            o = o.with_tls(tls.tls_options());
         }
         Ok(o)
     }

@@ -524,7 +524,8 @@ fn errors_are_one_line_with_a_nonzero_exit() {
 }
 
 /// `--help` never echoes a value read from the environment: the endpoints
-/// may carry `user:password@`, and the password variable is never shown.
+/// may carry `user:password@`, the password variable is never shown, nor
+/// where the TLS files (the client key) are.
 #[test]
 fn help_does_not_print_env_values() {
     for args in [&["--help"][..], &["inspect", "--help"][..]] {
@@ -535,11 +536,15 @@ fn help_does_not_print_env_values() {
                 "http://wal:ep-s3cret@127.0.0.1:2379",
             )
             .env("WALCTL_ETCD_PASSWORD", "pw-s3cret")
+            .env("WALCTL_ETCD_CACERT", "/tls/ca-s3cret.crt")
+            .env("WALCTL_ETCD_CERT", "/tls/cert-s3cret.crt")
+            .env("WALCTL_ETCD_KEY", "/tls/key-s3cret.key")
             .output()
             .unwrap();
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         let text = format!("{}{}", stdout(&o), stderr(&o));
         assert!(text.contains("--endpoints"), "{text}");
+        assert!(text.contains("WALCTL_ETCD_KEY"), "{text}");
         assert!(
             !text.contains("s3cret"),
             "{args:?} printed a secret: {text}"

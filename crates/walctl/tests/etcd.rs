@@ -366,3 +366,164 @@ async fn inspect_warns_when_the_database_is_near_its_quota() {
     );
     assert!(stdout(&o).contains("--quota-bytes"), "{}", stdout(&o));
 }
+
+/// walctl's TLS flags against an etcd serving https:// with
+/// `--client-cert-auth` (certificates made by the test): a log written over
+/// mutual TLS, then read by walctl with `--cacert/--cert/--key`, and by the
+/// same files given in `WALCTL_ETCD_CACERT/_CERT/_KEY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_and_tail_over_mutual_tls() {
+    let (pki, endpoint) = support::secure::shared_tls_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write_client_files(dir.path());
+    let log = Log {
+        endpoints: vec![endpoint.clone()],
+        prefix: format!("/{}/", support::unique("walctl-tls")),
+        name: "log".into(),
+    };
+    let options = log.options().tls(pki.client_tls());
+    let (wal, _) = Wal::open(EtcdStore::new(options), WalOptions::default())
+        .await
+        .unwrap();
+    for i in 1..=5 {
+        wal.append(format!("tls-{i}").into_bytes()).await.unwrap();
+    }
+    let flags = [
+        "--cacert".to_string(),
+        files.ca.display().to_string(),
+        "--cert".into(),
+        files.cert.display().to_string(),
+        "--key".into(),
+        files.key.display().to_string(),
+    ];
+    fn with_flags<'a>(flags: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+        let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        all
+    }
+
+    let o = log
+        .walctl(&with_flags(&flags, &["--json", "inspect"]))
+        .await;
+    assert!(
+        o.status.success(),
+        "inspect over TLS failed: {}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["backend"], "etcd");
+    assert_eq!(v["head"], 5);
+    assert_eq!(v["last_lsn"], 5);
+
+    let o = log
+        .walctl(&with_flags(
+            &flags,
+            &["--json", "tail", "-n", "3", "--format", "utf8"],
+        ))
+        .await;
+    assert!(o.status.success(), "tail over TLS failed: {}", stderr(&o));
+    let tail: Vec<(u64, String)> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["lsn"].as_u64().unwrap(),
+                v["payload"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (3, "tls-3".into()),
+            (4, "tls-4".into()),
+            (5, "tls-5".into())
+        ]
+    );
+
+    // The same files from the environment, and the endpoint without a
+    // scheme: TLS flags make it https://.
+    let all = vec![
+        "--endpoints".to_string(),
+        endpoint.trim_start_matches("https://").to_string(),
+        "--prefix".into(),
+        log.prefix.clone(),
+        "--name".into(),
+        log.name.clone(),
+        "--json".into(),
+        "inspect".into(),
+    ];
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_walctl"))
+            .args(&all)
+            .env_remove("WALCTL_ETCD_ENDPOINTS")
+            .env("WALCTL_ETCD_CACERT", &files.ca)
+            .env("WALCTL_ETCD_CERT", &files.cert)
+            .env("WALCTL_ETCD_KEY", &files.key)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        o.status.success(),
+        "inspect with TLS from env failed: {}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["head"], 5);
+    wal.close().await.unwrap();
+}
+
+/// walctl with the wrong CA, and without a client certificate, against a
+/// `--client-cert-auth` etcd: exit 1 at once with one line saying it is a
+/// TLS problem and what to fix, not a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failures_are_named_promptly() {
+    let (pki, endpoint) = support::secure::shared_tls_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = pki.write_client_files(dir.path());
+    let wrong_ca = dir.path().join("wrong-ca.crt");
+    std::fs::write(&wrong_ca, support::secure::unrelated_ca_pem()).unwrap();
+    let log = Log {
+        endpoints: vec![endpoint],
+        prefix: "/walctl-tls-fail/".into(),
+        name: "log".into(),
+    };
+    let path = |p: &std::path::Path| p.display().to_string();
+    let cases = [
+        (
+            vec![
+                "--cacert",
+                &path(&wrong_ca),
+                "--cert",
+                &path(&files.cert),
+                "--key",
+                &path(&files.key),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>(),
+            "not signed by the CA given",
+        ),
+        (
+            vec!["--cacert".to_string(), path(&files.ca)],
+            "requires a client certificate (--client-cert-auth) and this client has none",
+        ),
+    ];
+    for (flags, want) in cases {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.push("inspect");
+        let start = std::time::Instant::now();
+        let o = log.walctl(&args).await;
+        let took = start.elapsed();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("tls: "), "{err}");
+        assert!(err.contains(want), "{err} lacks {want}");
+        // walctl's connect timeout is 3 s; a refusal comes long before.
+        assert!(took < Duration::from_secs(3), "{args:?} took {took:?}");
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+    }
+}

@@ -16,7 +16,7 @@ use testcontainers::{
     bollard::models::PortBinding,
     core::{IntoContainerPort, WaitFor},
     runners::AsyncRunner,
-    ContainerAsync, GenericImage, ImageExt,
+    ContainerAsync, CopyTargetOptions, GenericImage, ImageExt,
 };
 use tokio::sync::OnceCell;
 use wal_etcd::{etcd_client, EtcdOptions};
@@ -117,7 +117,7 @@ pub fn docker(args: &[&str]) -> String {
 
 /// Removes `container` when this test process exits, however it exits: for
 /// containers kept in statics, which are never dropped.
-fn reap_on_exit(container: &str) {
+pub fn reap_on_exit(container: &str) {
     let script = format!(
         "tail --pid={} -f /dev/null; docker rm -f -v {container} >/dev/null 2>&1",
         std::process::id()
@@ -140,7 +140,29 @@ pub struct NodeSpec {
     pub host_port: Option<u16>,
     /// Extra etcd flags (e.g. `--quota-backend-bytes=...`).
     pub args: Vec<String>,
+    /// Serve clients over TLS with these certificates (`https://` client
+    /// URLs); `None` serves plain `http://`.
+    pub tls: Option<ServerTls>,
 }
+
+/// A member's TLS material (PEM), copied into its container before it
+/// starts, and whether it demands client certificates.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The server certificate, with SANs `127.0.0.1` and `localhost` (the
+    /// host reaches the member only through 127.0.0.1).
+    pub cert_pem: String,
+    /// The server certificate's private key.
+    pub key_pem: String,
+    /// The CA that signs the client certificates the member accepts.
+    pub client_ca_pem: String,
+    /// `--client-cert-auth`: refuse clients without a certificate the CA
+    /// signed.
+    pub client_cert_auth: bool,
+}
+
+/// Where the member's TLS files are in its container.
+const TLS_DIR: &str = "/etc/etcd-tls";
 
 impl NodeSpec {
     pub fn single(name: &str) -> NodeSpec {
@@ -149,6 +171,7 @@ impl NodeSpec {
             initial_cluster: None,
             host_port: None,
             args: Vec::new(),
+            tls: None,
         }
     }
 
@@ -190,13 +213,14 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
         .initial_cluster
         .clone()
         .unwrap_or_else(|| format!("{}={peer}", spec.name));
+    let scheme = if spec.tls.is_some() { "https" } else { "http" };
     let mut cmd = vec![
         "/usr/local/bin/etcd".to_string(),
         "--logger=zap".into(),
         format!("--name={}", spec.name),
         "--data-dir=/var/lib/etcd/data".into(),
-        "--listen-client-urls=http://0.0.0.0:2379".into(),
-        "--advertise-client-urls=http://127.0.0.1:2379".into(),
+        format!("--listen-client-urls={scheme}://0.0.0.0:2379"),
+        format!("--advertise-client-urls={scheme}://127.0.0.1:2379"),
         "--listen-peer-urls=http://0.0.0.0:2380".into(),
         format!("--initial-advertise-peer-urls={peer}"),
         format!("--initial-cluster={cluster}"),
@@ -208,6 +232,14 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
         cmd.push("--heartbeat-interval=100".into());
         cmd.push("--election-timeout=1000".into());
     }
+    if let Some(tls) = &spec.tls {
+        cmd.push(format!("--cert-file={TLS_DIR}/server.crt"));
+        cmd.push(format!("--key-file={TLS_DIR}/server.key"));
+        cmd.push(format!("--trusted-ca-file={TLS_DIR}/client-ca.crt"));
+        if tls.client_cert_auth {
+            cmd.push("--client-cert-auth".into());
+        }
+    }
     cmd.extend(spec.args.iter().cloned());
     let image = GenericImage::new(name, tag)
         .with_exposed_port(2379.tcp())
@@ -217,8 +249,20 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
     // testcontainers' own mappings bind every interface, so the bindings are
     // set on docker's host config directly.
     let host_port = spec.host_port.map(|p| p.to_string()).unwrap_or_default();
-    let container = image
-        .with_cmd(cmd)
+    let mut request = image.with_cmd(cmd);
+    if let Some(tls) = &spec.tls {
+        for (file, pem, mode) in [
+            ("server.crt", &tls.cert_pem, 0o644),
+            ("server.key", &tls.key_pem, 0o600),
+            ("client-ca.crt", &tls.client_ca_pem, 0o644),
+        ] {
+            request = request.with_copy_to(
+                CopyTargetOptions::new(format!("{TLS_DIR}/{file}")).with_mode(mode),
+                pem.clone().into_bytes(),
+            );
+        }
+    }
+    let container = request
         .with_container_name(spec.name.clone())
         .with_startup_timeout(Duration::from_secs(60))
         .with_host_config_modifier(move |hc| {
@@ -244,12 +288,21 @@ pub async fn start_node(spec: NodeSpec) -> EtcdNode {
     EtcdNode {
         container,
         name: spec.name,
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint: format!("{scheme}://127.0.0.1:{port}"),
     }
 }
 
 /// Waits (with a deadline) until etcd answers a status call on every endpoint.
 pub async fn wait_ready(endpoints: &[String], within: Duration) {
+    wait_ready_with(endpoints, None, within).await
+}
+
+/// [`wait_ready`] for a client that needs connect options (TLS, auth).
+pub async fn wait_ready_with(
+    endpoints: &[String],
+    options: Option<etcd_client::ConnectOptions>,
+    within: Duration,
+) {
     let deadline = Instant::now() + within;
     for ep in endpoints {
         let mut last_err = String::new();
@@ -259,7 +312,7 @@ pub async fn wait_ready(endpoints: &[String], within: Duration) {
                 "etcd at {ep} not ready within {within:?}: {last_err}"
             );
             let attempt = async {
-                let mut c = etcd_client::Client::connect([ep.as_str()], None).await?;
+                let mut c = etcd_client::Client::connect([ep.as_str()], options.clone()).await?;
                 c.status().await?;
                 // A linearizable read proves there is a leader.
                 c.get("wal-test-ready", None).await
