@@ -462,7 +462,10 @@ fn bench_fs_json_is_valid() {
     // 200 entries in batches of 1 to 4 (the writers).
     let b = &v["batches"];
     let (batches, max) = (b["batches"].as_u64().unwrap(), b["max"].as_u64().unwrap());
-    assert!((50..=200).contains(&batches) && (1..=4).contains(&max), "{b}");
+    assert!(
+        (50..=200).contains(&batches) && (1..=4).contains(&max),
+        "{b}"
+    );
     assert!(v["reader"]["passes"].as_u64().unwrap() >= 1);
     for ratio in [
         "wal_vs_raw",

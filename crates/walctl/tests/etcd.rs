@@ -314,14 +314,20 @@ async fn bench_etcd_prints_json_and_cleans_up() {
     assert_eq!(v["benchmark"], "etcd");
     assert_eq!(v["writers"], 4);
     let rows = v["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0]["system"], "wal-etcd");
-    assert_eq!(rows[1]["system"], "raw-put");
+    let systems: Vec<_> = rows.iter().map(|r| r["system"].as_str().unwrap()).collect();
+    assert_eq!(
+        systems,
+        ["wal-etcd", "raw-put", "raw-put-shared", "raw-fenced-txn"]
+    );
     for r in rows {
-        assert_eq!(r["entries"], 40);
+        assert_eq!(r["entries"], 40, "{r}");
         assert!(r["entries_per_sec"].as_f64().unwrap() > 0.0);
     }
-    assert!(v["ratios"]["wal_vs_raw"].as_f64().unwrap() > 0.0);
+    for ratio in ["wal_vs_raw", "wal_vs_raw_shared", "wal_vs_fenced_limit"] {
+        assert!(v["ratios"][ratio].as_f64().unwrap() > 0.0, "{ratio}");
+    }
+    let max = v["batches"]["max"].as_u64().unwrap();
+    assert!((1..=4).contains(&max), "entries per txn, 4 writers: {max}");
     // Every key it wrote is gone.
     let mut c = support::operator(&log.endpoints).await;
     let left = c

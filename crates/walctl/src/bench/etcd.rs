@@ -8,7 +8,13 @@
 //! `--writers 1` that is raw sequential puts. Keys are the same shape as the
 //! log's (prefix, name, a 20-digit counter).
 //!
-//! The two run in alternating segments (`--rounds`, default 3: wal, raw,
+//! `--compare` also runs two more peers: the same puts from N tasks sharing
+//! ONE client (one connection, as the Wal's writers share one), and the
+//! fenced group-commit limit: one task looping txns of the Wal's shape
+//! (compare an owner key's create revision; put one value carrying N
+//! entries; put a head key), N entries per txn.
+//!
+//! The systems run in alternating segments (`--rounds`, default 3: wal, raw,
 //! wal, raw, wal, raw), each doing 1/ROUNDS of `--count` (or `--seconds`),
 //! against one open Wal and one set of connected clients; each row sums its
 //! segments. On a shared machine a burst of load then hits both alike.
@@ -32,7 +38,10 @@ use serde::Serialize;
 use wal_core::{Wal, WalOptions};
 use wal_etcd::{etcd_client, EtcdOptions, EtcdStore};
 
-use super::stats::{self, Row};
+use super::{
+    batches::{BatchStats, Batches, Counting},
+    stats::{self, Row},
+};
 use crate::{cmd::etcd::redact_endpoint, output::parse_size, target::TargetArgs};
 
 /// `bench etcd` flags (the endpoints, prefix, TLS and auth come from the
@@ -67,6 +76,10 @@ pub struct Args {
 struct Ratios {
     /// Wal entries/s divided by the raw puts' (same writers, same etcd).
     wal_vs_raw: Option<f64>,
+    /// Wal entries/s divided by the raw puts' over one shared client.
+    wal_vs_raw_shared: Option<f64>,
+    /// Wal entries/s divided by the fenced group-commit limit's.
+    wal_vs_fenced_limit: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,6 +93,8 @@ struct Output {
     /// How the raw peer connects.
     raw_clients: &'static str,
     rows: Vec<Row>,
+    /// Entries per txn of the Wal's runs.
+    batches: BatchStats,
     ratios: Ratios,
 }
 
@@ -146,18 +161,22 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
         }
         anyhow::Ok(())
     });
-    let rows = result?;
+    let (rows, batches) = result?;
     cleanup?;
     if !json {
         stats::print_table(&rows);
     }
 
     let wal = rows[0].entries_per_sec;
+    let ratio = |system: &str| {
+        rows.iter()
+            .find(|r| r.system == system)
+            .map(|r| wal / r.entries_per_sec.max(1e-9))
+    };
     let ratios = Ratios {
-        wal_vs_raw: rows
-            .iter()
-            .find(|r| r.system.starts_with("raw"))
-            .map(|r| wal / r.entries_per_sec.max(1e-9)),
+        wal_vs_raw: ratio("raw-put"),
+        wal_vs_raw_shared: ratio("raw-put-shared"),
+        wal_vs_fenced_limit: ratio("raw-fenced-txn"),
     };
     if json {
         crate::output::json_line(
@@ -170,14 +189,30 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
                 rounds,
                 raw_clients: RAW_CLIENTS,
                 rows,
+                batches,
                 ratios,
             },
         )?;
-    } else if let Some(r) = ratios.wal_vs_raw {
+    } else {
         println!(
-            "wal-etcd / raw-put: {r:.2}x (entries/s, {} writers; raw: {RAW_CLIENTS})",
-            args.writers
+            "entries per txn: median {}, p10 {}, p90 {}, mean {:.1}, max {} ({} txns)",
+            batches.p50, batches.p10, batches.p90, batches.mean, batches.max, batches.batches
         );
+        if let Some(r) = ratios.wal_vs_raw {
+            println!(
+                "wal-etcd / raw-put: {r:.2}x (entries/s, {} writers; raw: {RAW_CLIENTS})",
+                args.writers
+            );
+        }
+        if let Some(r) = ratios.wal_vs_raw_shared {
+            println!("wal-etcd / raw-put-shared: {r:.2}x (entries/s; one client for all tasks)");
+        }
+        if let Some(r) = ratios.wal_vs_fenced_limit {
+            println!(
+                "wal-etcd / raw-fenced-txn: {r:.2}x (entries/s; {} entries per txn)",
+                args.writers
+            );
+        }
     }
     Ok(0)
 }
@@ -259,8 +294,10 @@ async fn run_rounds(
     args: &Args,
     count: Option<u64>,
     rounds: u64,
-) -> Result<Vec<Row>> {
-    let (wal, _recovery) = Wal::open(EtcdStore::new(options), WalOptions::default())
+) -> Result<(Vec<Row>, BatchStats)> {
+    let batches = Batches::new()?;
+    let store = Counting::new(EtcdStore::new(options), batches.clone());
+    let (wal, _recovery) = Wal::open(store, WalOptions::default())
         .await
         .context("opening the wal on etcd")?;
     let result = async {
@@ -285,6 +322,17 @@ async fn run_rounds(
         };
         let (mut wal_h, mut raw_h) = (stats::histogram()?, stats::histogram()?);
         let (mut wal_t, mut raw_t) = (Duration::ZERO, Duration::ZERO);
+        let (mut shared_h, mut fenced_h) = (stats::histogram()?, stats::histogram()?);
+        let (mut shared_t, mut fenced_t) = (Duration::ZERO, Duration::ZERO);
+        let mut shared = None;
+        let mut fenced = None;
+        if args.compare {
+            let c = etcd_client::Client::connect(endpoints, Some(connect.clone()))
+                .await
+                .context("connecting the shared raw client")?;
+            shared = Some(c.clone());
+            fenced = Some(Fenced::new(c, &format!("{raw_prefix}fenced/"), args).await?);
+        }
         for round in 0..rounds {
             let amount = segment(round);
             let states = vec![(wal.clone(), payload.clone()); args.writers];
@@ -300,38 +348,148 @@ async fn run_rounds(
                     .into_iter()
                     .map(|c| (c, payload.clone(), format!("{raw_prefix}{round}/")))
                     .collect();
-                let (states, h, t) = drive(
-                    states,
-                    amount,
-                    |(mut c, p, prefix): (etcd_client::Client, Bytes, String), i| async move {
-                        let key = format!("{prefix}{i:020}");
-                        let r = match tokio::time::timeout(
-                            Duration::from_secs(10),
-                            c.put(key, p.to_vec(), None),
-                        )
-                        .await
-                        {
-                            Ok(r) => r.map(|_| ()).context("raw put"),
-                            Err(_) => Err(anyhow::anyhow!("raw put: no answer within 10 s")),
-                        };
-                        ((c, p, prefix), r)
-                    },
-                )
-                .await?;
+                let (states, h, t) = drive(states, amount, raw_put).await?;
                 clients = states.into_iter().map(|(c, _, _)| c).collect();
                 raw_h.add(&h).context("merging histograms")?;
                 raw_t += t;
+            }
+            if let Some(c) = &shared {
+                let prefix = format!("{raw_prefix}shared-{round}/");
+                let states = vec![(c.clone(), payload.clone(), prefix); args.writers];
+                let (_, h, t) = drive(states, amount, raw_put).await?;
+                shared_h.add(&h).context("merging histograms")?;
+                shared_t += t;
+            }
+            if let Some(f) = fenced.as_mut() {
+                let t = f.run(amount, &mut fenced_h).await?;
+                fenced_t += t;
             }
         }
         let mut rows = vec![Row::new("wal-etcd", args.writers, args.size, wal_t, &wal_h)];
         if args.compare {
             rows.push(Row::new("raw-put", args.writers, args.size, raw_t, &raw_h));
+            let w = args.writers;
+            rows.push(Row::new(
+                "raw-put-shared",
+                w,
+                args.size,
+                shared_t,
+                &shared_h,
+            ));
+            rows.push(Row::new(
+                "raw-fenced-txn",
+                w,
+                args.size,
+                fenced_t,
+                &fenced_h,
+            ));
         }
-        anyhow::Ok(rows)
+        anyhow::Ok((rows, batches.stats()))
     }
     .await;
     let closed = wal.close().await.context("closing the wal");
     let rows = result?;
     closed?;
     Ok(rows)
+}
+
+/// One raw put of the peer: `p` under `prefix` + the op's counter.
+async fn raw_put(
+    (mut c, p, prefix): (etcd_client::Client, Bytes, String),
+    i: u64,
+) -> ((etcd_client::Client, Bytes, String), Result<()>) {
+    let key = format!("{prefix}{i:020}");
+    let r = match tokio::time::timeout(Duration::from_secs(10), c.put(key, p.to_vec(), None)).await
+    {
+        Ok(r) => r.map(|_| ()).context("raw put"),
+        Err(_) => Err(anyhow::anyhow!("raw put: no answer within 10 s")),
+    };
+    ((c, p, prefix), r)
+}
+
+/// The fenced group-commit limit: txns of the Wal's shape, one at a time.
+struct Fenced {
+    client: etcd_client::Client,
+    owner: String,
+    owner_rev: i64,
+    prefix: String,
+    /// One value carrying `per_txn` entries of the payload size.
+    value: Vec<u8>,
+    per_txn: u64,
+    next: u64,
+}
+
+impl Fenced {
+    async fn new(mut client: etcd_client::Client, prefix: &str, args: &Args) -> Result<Fenced> {
+        let owner = format!("{prefix}owner");
+        let r = client
+            .put(owner.as_str(), "bench", None)
+            .await
+            .context("creating the fenced peer's owner key")?;
+        let owner_rev = r.header().map_or(0, |h| h.revision());
+        let per_txn = u64::try_from(args.writers).context("writers")?;
+        let len = usize::try_from(args.size * per_txn).context("value size")?;
+        Ok(Fenced {
+            client,
+            owner,
+            owner_rev,
+            prefix: prefix.to_string(),
+            value: vec![0x5au8; len],
+            per_txn,
+            next: 0,
+        })
+    }
+
+    /// Loops txns for `amount` of entries (or time); each entry is recorded
+    /// with its txn's latency.
+    async fn run(&mut self, amount: Amount, h: &mut Histogram<u64>) -> Result<Duration> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let start = Instant::now();
+        let mut done = 0u64;
+        loop {
+            let over = match amount {
+                Amount::Count(c) => done >= c,
+                Amount::Seconds(s) => start.elapsed().as_secs_f64() >= s,
+            };
+            if over {
+                break;
+            }
+            // The last txn of a counted segment carries only what is left.
+            let n = match amount {
+                Amount::Count(c) => self.per_txn.min(c - done),
+                Amount::Seconds(_) => self.per_txn,
+            };
+            let len = usize::try_from(n).context("entries")? * self.value.len()
+                / usize::try_from(self.per_txn).context("entries")?;
+            self.next += 1;
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    self.owner.as_str(),
+                    CompareOp::Equal,
+                    self.owner_rev,
+                )])
+                .and_then([
+                    TxnOp::put(
+                        format!("{}{:020}", self.prefix, self.next),
+                        self.value[..len].to_vec(),
+                        None,
+                    ),
+                    TxnOp::put(format!("{}head", self.prefix), self.next.to_string(), None),
+                ]);
+            let t = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(10), self.client.txn(txn))
+                .await
+                .map_err(|_| anyhow::anyhow!("fenced txn: no answer within 10 s"))?
+                .context("fenced txn")?;
+            if !r.succeeded() {
+                bail!("fenced txn: the owner compare failed");
+            }
+            let took = t.elapsed();
+            for _ in 0..n {
+                stats::record(h, took);
+            }
+            done += n;
+        }
+        Ok(start.elapsed())
+    }
 }
