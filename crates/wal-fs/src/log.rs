@@ -144,6 +144,9 @@ impl SegmentLog {
         for (i, (name_lsn, path)) in found.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let file = File::open(&path)?;
+            if is_last {
+                read_from_disk(self.io.as_ref(), &file)?;
+            }
             let header = read_header(&path, &file, name_lsn)?;
             if let Some(prev) = self.segments.back() {
                 let prev_last = prev.last_lsn.unwrap_or(Lsn::ZERO);
@@ -680,6 +683,27 @@ impl SegmentLog {
             Ok(())
         })
     }
+}
+
+/// Makes the reads of `file` that follow show what the disk holds, not what
+/// only the page cache does: an `fdatasync` (anything a previous owner left
+/// unsynced is made durable now, or the open fails), then the cache is
+/// dropped ([`FileIo::drop_page_cache`]).
+///
+/// After an `fdatasync` fails, Linux may keep the failed pages cached and
+/// marked clean: a reopen in the same boot would read the failed batch as
+/// complete, adopt it, and acknowledge new entries after it, and a later
+/// power loss would leave a hole before them. Open does this for the last
+/// segment only: every other segment was sealed by an `fdatasync` that
+/// succeeded after its last write (a store writes nothing after a failed
+/// sync, and rotates only after the seal), and no other file is trusted
+/// without being synced first (`*.tmp` files are deleted, the truncate
+/// intent is synced before it is renamed into place). Dropping the last
+/// segment costs a read of at most one segment from the disk on open.
+pub(crate) fn read_from_disk(io: &dyn FileIo, file: &File) -> Result<(), Error> {
+    io.sync_data(file)?;
+    io.drop_page_cache(file)?;
+    Ok(())
 }
 
 /// Creates `dir` and every missing ancestor, then fsyncs the parent of each
