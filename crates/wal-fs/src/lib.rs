@@ -194,7 +194,11 @@
 //! (`walctl`): [`inspect::verify`] reports every problem of a log with its
 //! file and offset, classified the way open would treat it;
 //! [`inspect::LogReader`] reads (and follows) a log without taking the lock;
-//! [`inspect::repair`] is the explicit cut of a damaged log, with a dry run.
+//! [`inspect::repair`] is the explicit cut of a damaged log, with a dry run:
+//! under the directory lock it cuts at the first damage and ends the log
+//! with a high-water marker above every Lsn that was in the directory (in
+//! any readable frame, or named by a cut segment), so no cut Lsn is handed
+//! out again.
 //!
 //! ## Testing the file layer
 //!

@@ -76,9 +76,20 @@ impl SegmentLog {
         opts: FsOptions,
         io: Arc<dyn FileIo>,
     ) -> Result<(SegmentLog, StoreState), Error> {
-        let opts = opts.normalized();
         create_dir_durably(&dir, io.as_ref())?;
         let lock = DirLock::acquire(&dir)?;
+        SegmentLog::open_locked(dir, opts, io, lock)
+    }
+
+    /// [`open`](Self::open) of a directory whose lock the caller took
+    /// (repair, which changes the log under the same lock first).
+    pub(crate) fn open_locked(
+        dir: PathBuf,
+        opts: FsOptions,
+        io: Arc<dyn FileIo>,
+        lock: DirLock,
+    ) -> Result<(SegmentLog, StoreState), Error> {
+        let opts = opts.normalized();
         let view = Arc::new(ReadView::default());
         let mut log = SegmentLog {
             dir,
@@ -544,22 +555,8 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Makes the intent of a truncate durable: [`TRUNCATE_INTENT`] holding
-    /// `after` and the marker's Lsn, whole or absent.
     fn write_intent(&mut self, after: Lsn, marker: Lsn) -> Result<(), Error> {
-        let path = self.dir.join(TRUNCATE_INTENT);
-        let tmp = self.dir.join(TRUNCATE_INTENT_TMP);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        self.io
-            .write_all_at(&file, &encode_intent(after, marker), 0)?;
-        self.io.sync_data(&file)?;
-        self.io.rename(&tmp, &path)?;
-        self.io.sync_dir(&self.dir)?;
-        Ok(())
+        write_truncate_intent(&self.dir, self.io.as_ref(), after, marker)
     }
 
     fn remove_intent(&mut self) -> Result<(), Error> {
@@ -728,6 +725,30 @@ pub(crate) fn create_dir_durably(dir: &Path, io: &dyn FileIo) -> Result<(), Erro
         };
         io.sync_dir(parent)?;
     }
+    Ok(())
+}
+
+/// Makes the intent of a truncate durable in `dir`: [`TRUNCATE_INTENT`]
+/// holding `after` and the marker's Lsn, whole or absent (written as
+/// [`TRUNCATE_INTENT_TMP`], synced, renamed into place, directory synced).
+/// The next open carries it out.
+pub(crate) fn write_truncate_intent(
+    dir: &Path,
+    io: &dyn FileIo,
+    after: Lsn,
+    marker: Lsn,
+) -> Result<(), Error> {
+    let path = dir.join(TRUNCATE_INTENT);
+    let tmp = dir.join(TRUNCATE_INTENT_TMP);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    io.write_all_at(&file, &encode_intent(after, marker), 0)?;
+    io.sync_data(&file)?;
+    io.rename(&tmp, &path)?;
+    io.sync_dir(dir)?;
     Ok(())
 }
 
