@@ -13,8 +13,9 @@
 //! - [`repair`]: the explicit cut of a damaged log. It plans the cut from a
 //!   [`verify`] scan (a dry run changes nothing); applied, it takes the
 //!   directory lock (so never under a live writer), cuts the first damaged
-//!   segment after its last complete batch before the damage, and deletes
-//!   every later segment.
+//!   segment after its last complete batch before the damage, deletes
+//!   every later segment and ends the log with a `truncated` marker above
+//!   every Lsn the directory held, all under the same lock.
 //!
 //! Neither [`verify`] nor [`LogReader`] takes the lock: run next to a live
 //! writer they see a snapshot that may end in a batch being written (a
@@ -37,6 +38,8 @@ use crate::{
     format::{FrameCrc, FrameHeader, SegmentHeader, ALIGN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN},
     io::{FileIo, StdFileIo},
     lock::DirLock,
+    log::{decode_intent, read_from_disk, write_truncate_intent, SegmentLog, TRUNCATE_INTENT},
+    options::FsOptions,
     segment::{
         corrupt, damage_scan, parse_segment_name, FrameRead, FrameReader, SEGMENT_SUFFIX,
         TMP_SUFFIX,
@@ -128,6 +131,22 @@ pub struct SegmentReport {
     pub valid_records: u64,
     /// True if the segment has at least one problem other than a leftover.
     pub damaged: bool,
+    /// The highest Lsn of any frame in the file whose checksum holds, in a
+    /// complete batch or not, before or after damage: an Lsn that may have
+    /// been handed out, which [`repair`] never lets the log hand out again.
+    /// If the header is unreadable, frames are checked against the segment
+    /// id the damaged header still holds; if none checks out, this comes
+    /// from well-formed frame headers whose checksum cannot be checked (see
+    /// `max_lsn_unchecked`).
+    pub max_lsn: Option<Lsn>,
+    /// True if `max_lsn` comes from frame headers whose checksums could not
+    /// be checked (the segment id is lost with the header). Such frames
+    /// count only if they sit at an 8-byte aligned offset, fit in the file,
+    /// say they were written after a durable prefix (synced-to at most
+    /// their offset), and carry an Lsn from the file name's up to 2^48
+    /// above it (a bound that keeps a stray byte pattern from using up the
+    /// Lsn space).
+    pub max_lsn_unchecked: bool,
 }
 
 /// A record seen by a scan: where it is and what it holds.
@@ -166,6 +185,16 @@ pub enum ScanEvent<'a> {
     SegmentEnd(&'a SegmentReport),
 }
 
+/// A `truncate_after` that a crash interrupted after its intent was
+/// durable (the `wal.truncate` file): open finishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingTruncate {
+    /// Records above this Lsn are cut.
+    pub after: Lsn,
+    /// The Lsn of the `truncated` marker that ends the cut log.
+    pub marker: Lsn,
+}
+
 /// The result of a [`verify`] scan.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogReport {
@@ -175,6 +204,10 @@ pub struct LogReport {
     pub segments: Vec<SegmentReport>,
     /// Every problem, in log order.
     pub problems: Vec<Problem>,
+    /// An interrupted truncate that open would finish, if any. (A
+    /// `wal.truncate` that does not decode is a [`ProblemKind::Corrupt`]
+    /// problem instead: open refuses the log.)
+    pub pending_truncate: Option<PendingTruncate>,
 }
 
 impl LogReport {
@@ -196,6 +229,25 @@ impl LogReport {
     /// Last Lsn of a complete batch anywhere in the log.
     pub fn last_lsn(&self) -> Option<Lsn> {
         self.segments.iter().rev().find_map(|s| s.last_lsn)
+    }
+
+    /// The highest Lsn the directory shows any trace of: any frame whose
+    /// checksum holds (see [`SegmentReport::max_lsn`]), any segment's name
+    /// (its first Lsn) and "previous last Lsn", and a pending truncate's
+    /// marker. Every Lsn the log ever handed out and still has a trace of is
+    /// at or below it.
+    pub fn high_water(&self) -> Option<Lsn> {
+        let segments = self.segments.iter().flat_map(|s| {
+            [
+                Some(s.name_lsn),
+                s.max_lsn,
+                s.prev_last_lsn.filter(|l| *l != Lsn::ZERO),
+            ]
+        });
+        segments
+            .chain([self.pending_truncate.map(|t| t.marker)])
+            .flatten()
+            .max()
     }
 }
 
@@ -263,8 +315,25 @@ pub fn verify(dir: &Path, visit: &mut dyn FnMut(ScanEvent<'_>)) -> Result<LogRep
         dir: dir.to_path_buf(),
         segments: Vec::new(),
         problems: Vec::new(),
+        pending_truncate: None,
     };
     report.problems.append(&mut problems);
+    let intent = dir.join(TRUNCATE_INTENT);
+    match std::fs::read(&intent) {
+        Ok(bytes) => match decode_intent(&bytes) {
+            Some((after, marker)) => {
+                report.pending_truncate = Some(PendingTruncate { after, marker });
+            }
+            None => report.problems.push(Problem {
+                kind: ProblemKind::Corrupt,
+                path: intent,
+                offset: 0,
+                why: "malformed truncate intent".into(),
+            }),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
     let count = segments.len();
     let mut prev_last: Option<Lsn> = None;
     let mut prev_known = true;
@@ -327,6 +396,8 @@ fn scan_segment(
         valid_last_lsn: None,
         valid_records: 0,
         damaged: false,
+        max_lsn: None,
+        max_lsn_unchecked: false,
     };
     let mut problem = |seg: &mut SegmentReport, kind: ProblemKind, offset: u64, why: String| {
         seg.damaged = true;
@@ -354,6 +425,13 @@ fn scan_segment(
         Ok(h) => h,
         Err(why) => {
             problem(&mut seg, ProblemKind::Corrupt, 0, why);
+            // The id field may have survived what broke the header.
+            let id = u64::from_le_bytes(hb[16..24].try_into().unwrap_or_default());
+            seg.max_lsn = max_checked_lsn(&file, id, SEGMENT_HEADER_LEN, file_len)?;
+            if seg.max_lsn.is_none() {
+                seg.max_lsn = max_unchecked_lsn(&file, name_lsn, file_len)?;
+                seg.max_lsn_unchecked = seg.max_lsn.is_some();
+            }
             return Ok(seg);
         }
     };
@@ -417,6 +495,7 @@ fn scan_segment(
                     break 'segment;
                 }
                 FrameRead::Frame(h) => {
+                    seg.max_lsn = seg.max_lsn.max(Some(h.lsn));
                     let in_order = match prev {
                         None => h.lsn == header.first_lsn,
                         Some(p) => h.lsn > p,
@@ -492,6 +571,10 @@ fn scan_segment(
                             }
                         }
                         if later.is_none() {
+                            // A torn tail: nothing after it counts, but a
+                            // frame of it may have landed out of order.
+                            let rest = max_checked_lsn(&file, header.id, at + ALIGN, file_len)?;
+                            seg.max_lsn = seg.max_lsn.max(rest);
                             break 'segment;
                         }
                     } else {
@@ -582,6 +665,77 @@ fn frame_crc_ok(
     Ok(crc.finish() == h.crc)
 }
 
+/// The highest Lsn of a frame of segment `segment_id` whose checksum holds,
+/// at or after `from`: read frame by frame, and past invalid bytes from the
+/// next 8-byte aligned offset where a frame checks out.
+fn max_checked_lsn(
+    file: &File,
+    segment_id: u64,
+    mut from: u64,
+    file_len: u64,
+) -> io::Result<Option<Lsn>> {
+    let mut max = None;
+    let mut payload = Vec::new();
+    'restart: loop {
+        let mut reader = FrameReader::new(file.try_clone()?, segment_id, from, file_len)?;
+        loop {
+            let at = reader.pos();
+            match reader.next_frame(&mut payload)? {
+                FrameRead::Frame(h) => max = max.max(Some(h.lsn)),
+                FrameRead::End => return Ok(max),
+                FrameRead::Invalid(_) => {
+                    match next_valid_frame(file, segment_id, at + ALIGN, file_len)? {
+                        Some(p) => {
+                            from = p;
+                            continue 'restart;
+                        }
+                        None => return Ok(max),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lsns of frames whose checksum cannot be checked above the name's are
+/// believed up to this far (see [`SegmentReport::max_lsn_unchecked`]).
+const UNCHECKED_LSN_SPAN: u64 = 1 << 48;
+
+/// For a segment whose id is lost: the highest Lsn of a well-formed frame
+/// header at an 8-byte aligned offset after the segment header, whose frame
+/// fits in the file, whose synced-to is a durable prefix before it, and
+/// whose Lsn is in `[name_lsn, name_lsn + 2^48)`. Reads in fixed-size
+/// chunks.
+fn max_unchecked_lsn(file: &File, name_lsn: Lsn, file_len: u64) -> io::Result<Option<Lsn>> {
+    const CHUNK: u64 = 1 << 20;
+    let header_len = FRAME_HEADER_LEN as u64;
+    let ceiling = name_lsn.get().saturating_add(UNCHECKED_LSN_SPAN);
+    let mut buf = vec![0u8; (CHUNK + header_len) as usize];
+    let mut max = None;
+    let mut chunk_start = SEGMENT_HEADER_LEN;
+    while chunk_start + header_len <= file_len {
+        let want = (CHUNK + header_len).min(file_len - chunk_start) as usize;
+        file.read_exact_at(&mut buf[..want], chunk_start)?;
+        let mut off = 0usize;
+        while off < CHUNK as usize && off + FRAME_HEADER_LEN <= want {
+            let p = chunk_start + off as u64;
+            let mut hb = [0u8; FRAME_HEADER_LEN];
+            hb.copy_from_slice(&buf[off..off + FRAME_HEADER_LEN]);
+            if let Some(h) = FrameHeader::decode(&hb) {
+                if h.frame_len() <= file_len - p
+                    && (SEGMENT_HEADER_LEN..=p).contains(&h.synced_to)
+                    && (name_lsn.get()..ceiling).contains(&h.lsn.get())
+                {
+                    max = max.max(Some(h.lsn));
+                }
+            }
+            off += ALIGN as usize;
+        }
+        chunk_start += CHUNK;
+    }
+    Ok(max)
+}
+
 // ---------------------------------------------------------------------------
 // Repair
 
@@ -628,41 +782,70 @@ impl fmt::Display for RepairAction {
 
 /// What [`repair`] does (or did) to a log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RepairPlan {
     /// The scan the plan was made from.
     pub report: LogReport,
-    /// The steps, in the order they run.
+    /// The file changes, in the order they run (after the intent, before
+    /// the marker; see [`repair`]).
     pub actions: Vec<RepairAction>,
     /// The last Lsn the log keeps, if any.
     pub keep_last_lsn: Option<Lsn>,
     /// Records in complete batches (readable, checksums good) that the cut
     /// removes: acknowledged entries after the damage. Zero for a torn tail.
     pub lost_records: u64,
-    /// Whether the actions were carried out.
+    /// The highest Lsn the directory shows any trace of
+    /// ([`LogReport::high_water`]): the cut Lsns are at or below it.
+    pub high_water: Option<Lsn>,
+    /// The Lsn of the `truncated` marker that ends the repaired log, one
+    /// above [`high_water`](Self::high_water), so that the next writer hands
+    /// out no Lsn that was cut; `None` if nothing above the kept records
+    /// was ever there.
+    pub marker_lsn: Option<Lsn>,
+    /// Whether the actions were carried out and the marker written.
     pub applied: bool,
 }
 
 impl RepairPlan {
     /// True if there is nothing to do.
     pub fn is_noop(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.marker_lsn.is_none()
     }
 }
 
 /// Plans, and with `apply` carries out, the cut of a damaged log: the log
-/// keeps every complete batch before its first problem in Lsn order, and
-/// loses everything after it (later segments are deleted, newest first).
-/// Leftover `*.wal.tmp` files are deleted too.
+/// keeps every complete batch before its first problem in Lsn order, loses
+/// everything after it (later segments are deleted, newest first), and
+/// ends with a `truncated` marker above every Lsn the directory shows any
+/// trace of ([`RepairPlan::marker_lsn`]), so no cut Lsn is handed out
+/// again. Leftover `*.wal.tmp` files are deleted too. A truncate a crash
+/// interrupted ([`LogReport::pending_truncate`]) is finished: the log
+/// keeps nothing above its cut point either.
 ///
 /// With `apply == false` (a dry run) nothing is changed and no lock is
-/// taken. With `apply == true` the directory lock is taken first (so a live
-/// writer makes this fail with [`Error::Locked`]), the log is scanned again
-/// under the lock, and every change is made durable (`fdatasync` of a cut
-/// file, directory `fsync` after each deletion).
+/// taken. With `apply == true`, all under the directory lock (so a live
+/// writer makes this fail with [`Error::Locked`] before anything changes):
 ///
-/// Lsns above the cut were handed out before; the next writer hands them out
-/// again. Entries after the cut are lost: look at
-/// [`RepairPlan::lost_records`] before applying.
+/// 1. every segment is synced and its page cache dropped
+///    ([`FileIo::drop_page_cache`]), so the scan judges what the disk
+///    holds, then the log is scanned again;
+/// 2. if a marker is due, its intent is made durable first (`wal.truncate`:
+///    the kept last Lsn and the marker's Lsn, written as a temporary file,
+///    synced, renamed, directory synced), as `truncate_after` does;
+/// 3. the actions run, each durable before the next (`fdatasync` of a cut
+///    file, directory `fsync` after each deletion);
+/// 4. the log is opened, still under the same lock, which carries out the
+///    intent: the marker is appended and synced, the intent deleted.
+///
+/// A crash anywhere leaves a log that either opens (open finishes the
+/// intent and writes the marker) or is still damaged (run repair again: it
+/// counts the intent's marker in the high-water mark).
+///
+/// Entries after the cut are lost: look at [`RepairPlan::lost_records`]
+/// before applying. A `*.wal` file whose name is not a segment name is not
+/// deleted (it may not be the log's); with `apply` it is refused with
+/// [`Error::InvalidArgument`] before anything changes, since open would
+/// refuse the log while it is there.
 pub fn repair(dir: &Path, apply: bool) -> Result<RepairPlan, Error> {
     repair_with(dir, apply, Arc::new(StdFileIo))
 }
@@ -681,11 +864,74 @@ pub fn repair_with(dir: &Path, apply: bool, io: Arc<dyn FileIo>) -> Result<Repai
     } else {
         None
     };
-    let report = verify(dir, &mut |_| {})?;
-    let mut plan = RepairPlan {
-        keep_last_lsn: None,
-        ..RepairPlan::default()
+    if lock.is_some() {
+        let (segments, _) = list_dir(dir)?;
+        for (_, path) in &segments {
+            read_from_disk(io.as_ref(), &File::open(path)?)?;
+        }
+    }
+    let mut plan = plan_repair(verify(dir, &mut |_| {})?)?;
+    let Some(lock) = lock else {
+        return Ok(plan);
     };
+    if let Some(p) = plan.report.problems.iter().find(|p| {
+        p.kind == ProblemKind::Corrupt
+            && p.path.extension().is_some_and(|e| e == "wal")
+            && parse_segment_name_of(&p.path).is_none()
+    }) {
+        return Err(Error::InvalidArgument(format!(
+            "{} is not a segment name (20 decimal digits + .wal): open refuses the log while it is there, and repair does not delete a file it does not know; move it out of {}",
+            p.path.display(),
+            dir.display()
+        )));
+    }
+    if let Some(marker) = plan.marker_lsn {
+        let after = plan.keep_last_lsn.unwrap_or(Lsn::ZERO);
+        write_truncate_intent(dir, io.as_ref(), after, marker)?;
+    }
+    for a in &plan.actions {
+        match a {
+            RepairAction::Delete { path, .. } => {
+                io.remove_file(path)?;
+                io.sync_dir(dir)?;
+            }
+            RepairAction::Truncate { path, len, .. } => {
+                let f = OpenOptions::new().write(true).open(path)?;
+                io.set_len(&f, *len)?;
+                io.sync_data(&f)?;
+            }
+        }
+    }
+    if let Some(marker) = plan.marker_lsn {
+        // The log is whole again; opening it carries out the intent.
+        let (mut log, state) =
+            SegmentLog::open_locked(dir.to_path_buf(), FsOptions::default(), io, lock)?;
+        log.close()?;
+        if state.last_lsn != Some(marker) {
+            return Err(Error::Corrupt {
+                location: wal_core::Location::File {
+                    path: dir.join(TRUNCATE_INTENT),
+                    offset: 0,
+                },
+                why: format!(
+                    "the repaired log ends at {:?}, not at its high-water marker {marker}",
+                    state.last_lsn
+                ),
+            });
+        }
+    }
+    plan.applied = true;
+    Ok(plan)
+}
+
+/// The first Lsn a file's name stands for, if it is a segment name.
+fn parse_segment_name_of(path: &Path) -> Option<Lsn> {
+    parse_segment_name(path.file_name()?.to_str()?)
+}
+
+/// The plan for a scanned log; see [`repair`].
+fn plan_repair(report: LogReport) -> Result<RepairPlan, Error> {
+    let mut plan = RepairPlan::default();
     for p in &report.problems {
         if p.kind == ProblemKind::Leftover {
             plan.actions.push(RepairAction::Delete {
@@ -726,24 +972,34 @@ pub fn repair_with(dir: &Path, apply: bool, io: Arc<dyn FileIo>) -> Result<Repai
         plan.keep_last_lsn = report.last_lsn();
     }
     plan.actions.extend(cut);
-    plan.report = report;
-    if let Some(lock) = lock {
-        for a in &plan.actions {
-            match a {
-                RepairAction::Delete { path, .. } => {
-                    io.remove_file(path)?;
-                    io.sync_dir(dir)?;
-                }
-                RepairAction::Truncate { path, len, .. } => {
-                    let f = OpenOptions::new().write(true).open(path)?;
-                    io.set_len(&f, *len)?;
-                    io.sync_data(&f)?;
-                }
-            }
-        }
-        plan.applied = true;
-        drop(lock);
+    if let Some(t) = report.pending_truncate {
+        // The interrupted truncate happens: its intent was durable.
+        plan.keep_last_lsn = plan.keep_last_lsn.map(|k| k.min(t.after));
     }
+    let intent = report.dir.join(TRUNCATE_INTENT);
+    let broken_intent = report
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::Corrupt && p.path == intent);
+    plan.high_water = report.high_water();
+    let kept = plan.keep_last_lsn.unwrap_or(Lsn::ZERO);
+    if let Some(hw) = plan.high_water.filter(|hw| *hw > kept) {
+        let marker = hw
+            .checked_add(1)
+            .filter(|m| *m <= Lsn::LAST)
+            .ok_or(Error::LsnExhausted {
+                last: hw,
+                requested: 1,
+            })?;
+        plan.marker_lsn = Some(marker);
+    } else if broken_intent {
+        // No marker's intent replaces it.
+        plan.actions.push(RepairAction::Delete {
+            path: intent,
+            bytes: std::fs::metadata(report.dir.join(TRUNCATE_INTENT)).map_or(0, |m| m.len()),
+        });
+    }
+    plan.report = report;
     Ok(plan)
 }
 

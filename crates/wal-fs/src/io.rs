@@ -1,7 +1,9 @@
 //! The file layer: every write, sync, resize, rename and delete that
 //! [`FsStore`](crate::FsStore) does to the log goes through [`FileIo`], so
 //! tests can inject faults ("what if this fsync fails?") by wrapping the real
-//! implementation. Reads and opens go straight to `std::fs`: they change
+//! implementation. So does the one call that decides where reads come from
+//! ([`FileIo::drop_page_cache`]), so a disk model can show a store the bytes
+//! the disk holds. Reads and opens go straight to `std::fs`: they change
 //! nothing, so there is no fault worth injecting there that the damage tests
 //! do not already cover.
 
@@ -79,6 +81,25 @@ pub trait FileIo: Send + Sync + fmt::Debug + 'static {
     /// Deletes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    /// Drops the file's clean pages from the page cache, so that later reads
+    /// come from the disk: `posix_fadvise(POSIX_FADV_DONTNEED)` over the
+    /// whole file. It changes no byte of the file.
+    ///
+    /// Why: after a failed `fdatasync`, Linux may keep the pages whose
+    /// writeback failed in the page cache, marked clean. Reading them shows
+    /// bytes the disk does not hold ("fsyncgate"). Open calls this, right
+    /// after an `fdatasync`, on the segment it is about to scan and append
+    /// to, so it never adopts such bytes. Dirty pages are not dropped (the
+    /// kernel starts their writeback instead), which is why open syncs
+    /// first: after a successful `fdatasync` every cached page is clean.
+    /// Pages some process has mapped are not dropped either. On file systems
+    /// without a page cache of their own (tmpfs) it does nothing, and there
+    /// is no disk to disagree with.
+    fn drop_page_cache(&self, file: &File) -> io::Result<()> {
+        rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
     }
 }
 

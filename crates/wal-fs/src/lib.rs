@@ -115,16 +115,24 @@
 //!    writer in); a second opener, in this or
 //!    another process, gets [`Error::Locked`](wal_core::Error::Locked) naming
 //!    the holder's pid. Delete `*.wal.tmp` leftovers.
-//! 2. For each segment in Lsn order, streaming (memory: one read buffer and
+//! 2. `fdatasync` the last segment, then drop its pages from the page cache
+//!    ([`FileIo::drop_page_cache`]), so that what the scan reads of it is
+//!    what the disk holds. After a failed `fdatasync` Linux may keep the
+//!    failed pages cached and marked clean; a reopen in the same boot would
+//!    otherwise adopt a batch the disk does not hold and append after it,
+//!    and a later power loss would leave a hole before acknowledged
+//!    entries ("fsyncgate"). Every other segment was sealed by a successful
+//!    `fdatasync` after its last write, so it is read from the cache as is.
+//! 3. For each segment in Lsn order, streaming (memory: one read buffer and
 //!    one payload, whatever the log's size): check the header; check that
 //!    its "previous last Lsn" equals the last Lsn of the segment before it
 //!    (otherwise a segment is missing, or was cut: `Corrupt`); check every
 //!    frame (checksum, Lsn order, first Lsn equal to the name). Remember a
 //!    sparse index: one (Lsn, offset) pair about every
 //!    [`FsOptions::index_interval_bytes`].
-//! 3. In a segment that is not the last, any invalid frame, or an end inside
+//! 4. In a segment that is not the last, any invalid frame, or an end inside
 //!    a batch, is `Corrupt` naming the file and offset.
-//! 4. In the last segment, the first invalid frame is either a torn write
+//! 5. In the last segment, the first invalid frame is either a torn write
 //!    (the crash came during the last write) or damage. Open looks at every
 //!    8-byte-aligned offset after it for a frame of this segment whose
 //!    checksum holds and whose synced-to is past the end of the last complete
@@ -133,9 +141,9 @@
 //!    torn: it is cut off (truncate + `fdatasync`) and logged with
 //!    `tracing::warn!`. A tail of zeros after a complete batch is just the
 //!    unused, preallocated part of the segment.
-//! 5. An empty last segment (a crash between its creation and its first
+//! 6. An empty last segment (a crash between its creation and its first
 //!    batch) is deleted.
-//! 6. A `wal.truncate` intent left by a crash is carried out, then deleted.
+//! 7. A `wal.truncate` intent left by a crash is carried out, then deleted.
 //!
 //! Damage to the very last record of the log cannot be told from a torn
 //! write and is cut like one. Deleting whole segments at the end (or the
@@ -164,6 +172,18 @@
 //! is not retried: the store refuses every later write and the Wal is
 //! poisoned; reopen to recover what is durable.
 //!
+//! **After a failed `fdatasync`** the page cache may disagree with the disk.
+//! We assume that the kernel either keeps the failed pages dirty (a later
+//! `fdatasync` writes them again, or fails again) or marks them clean, and
+//! that `POSIX_FADV_DONTNEED` after a successful `fdatasync` then drops them
+//! (Linux's generic `fadvise`, which ext4, XFS and btrfs use, drops every
+//! clean page that no process has mapped and none holds locked at that
+//! instant), so the reopen's scan of the last segment reads the disk. Not
+//! covered: a segment some process has mapped (`mmap`), a page a lockless
+//! reader (`walctl tail`) is reading at that very instant, and file systems
+//! whose `fadvise` ignores `DONTNEED` while caching pages of their own
+//! (some network file systems).
+//!
 //! Segments are created as `*.wal.tmp`, written, allocated, synced, renamed
 //! into place, and the directory synced; deletions sync the directory one
 //! by one, so a crash never leaves a gap in the middle of the log.
@@ -174,7 +194,11 @@
 //! (`walctl`): [`inspect::verify`] reports every problem of a log with its
 //! file and offset, classified the way open would treat it;
 //! [`inspect::LogReader`] reads (and follows) a log without taking the lock;
-//! [`inspect::repair`] is the explicit cut of a damaged log, with a dry run.
+//! [`inspect::repair`] is the explicit cut of a damaged log, with a dry run:
+//! under the directory lock it cuts at the first damage and ends the log
+//! with a high-water marker above every Lsn that was in the directory (in
+//! any readable frame, or named by a cut segment), so no cut Lsn is handed
+//! out again.
 //!
 //! ## Testing the file layer
 //!

@@ -76,9 +76,20 @@ impl SegmentLog {
         opts: FsOptions,
         io: Arc<dyn FileIo>,
     ) -> Result<(SegmentLog, StoreState), Error> {
-        let opts = opts.normalized();
         create_dir_durably(&dir, io.as_ref())?;
         let lock = DirLock::acquire(&dir)?;
+        SegmentLog::open_locked(dir, opts, io, lock)
+    }
+
+    /// [`open`](Self::open) of a directory whose lock the caller took
+    /// (repair, which changes the log under the same lock first).
+    pub(crate) fn open_locked(
+        dir: PathBuf,
+        opts: FsOptions,
+        io: Arc<dyn FileIo>,
+        lock: DirLock,
+    ) -> Result<(SegmentLog, StoreState), Error> {
+        let opts = opts.normalized();
         let view = Arc::new(ReadView::default());
         let mut log = SegmentLog {
             dir,
@@ -144,6 +155,9 @@ impl SegmentLog {
         for (i, (name_lsn, path)) in found.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let file = File::open(&path)?;
+            if is_last {
+                read_from_disk(self.io.as_ref(), &file)?;
+            }
             let header = read_header(&path, &file, name_lsn)?;
             if let Some(prev) = self.segments.back() {
                 let prev_last = prev.last_lsn.unwrap_or(Lsn::ZERO);
@@ -541,22 +555,8 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Makes the intent of a truncate durable: [`TRUNCATE_INTENT`] holding
-    /// `after` and the marker's Lsn, whole or absent.
     fn write_intent(&mut self, after: Lsn, marker: Lsn) -> Result<(), Error> {
-        let path = self.dir.join(TRUNCATE_INTENT);
-        let tmp = self.dir.join(TRUNCATE_INTENT_TMP);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        self.io
-            .write_all_at(&file, &encode_intent(after, marker), 0)?;
-        self.io.sync_data(&file)?;
-        self.io.rename(&tmp, &path)?;
-        self.io.sync_dir(&self.dir)?;
-        Ok(())
+        write_truncate_intent(&self.dir, self.io.as_ref(), after, marker)
     }
 
     fn remove_intent(&mut self) -> Result<(), Error> {
@@ -682,6 +682,27 @@ impl SegmentLog {
     }
 }
 
+/// Makes the reads of `file` that follow show what the disk holds, not what
+/// only the page cache does: an `fdatasync` (anything a previous owner left
+/// unsynced is made durable now, or the open fails), then the cache is
+/// dropped ([`FileIo::drop_page_cache`]).
+///
+/// After an `fdatasync` fails, Linux may keep the failed pages cached and
+/// marked clean: a reopen in the same boot would read the failed batch as
+/// complete, adopt it, and acknowledge new entries after it, and a later
+/// power loss would leave a hole before them. Open does this for the last
+/// segment only: every other segment was sealed by an `fdatasync` that
+/// succeeded after its last write (a store writes nothing after a failed
+/// sync, and rotates only after the seal), and no other file is trusted
+/// without being synced first (`*.tmp` files are deleted, the truncate
+/// intent is synced before it is renamed into place). Dropping the last
+/// segment costs a read of at most one segment from the disk on open.
+pub(crate) fn read_from_disk(io: &dyn FileIo, file: &File) -> Result<(), Error> {
+    io.sync_data(file)?;
+    io.drop_page_cache(file)?;
+    Ok(())
+}
+
 /// Creates `dir` and every missing ancestor, then fsyncs the parent of each
 /// directory it created (deepest first), so every new level's entry is
 /// durable before the log is written into it.
@@ -704,6 +725,30 @@ pub(crate) fn create_dir_durably(dir: &Path, io: &dyn FileIo) -> Result<(), Erro
         };
         io.sync_dir(parent)?;
     }
+    Ok(())
+}
+
+/// Makes the intent of a truncate durable in `dir`: [`TRUNCATE_INTENT`]
+/// holding `after` and the marker's Lsn, whole or absent (written as
+/// [`TRUNCATE_INTENT_TMP`], synced, renamed into place, directory synced).
+/// The next open carries it out.
+pub(crate) fn write_truncate_intent(
+    dir: &Path,
+    io: &dyn FileIo,
+    after: Lsn,
+    marker: Lsn,
+) -> Result<(), Error> {
+    let path = dir.join(TRUNCATE_INTENT);
+    let tmp = dir.join(TRUNCATE_INTENT_TMP);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    io.write_all_at(&file, &encode_intent(after, marker), 0)?;
+    io.sync_data(&file)?;
+    io.rename(&tmp, &path)?;
+    io.sync_dir(dir)?;
     Ok(())
 }
 

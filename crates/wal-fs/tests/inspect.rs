@@ -132,9 +132,20 @@ async fn repair_cuts_mid_log_damage_and_the_log_opens_again() {
     let plan = repair(tmp.path(), true).unwrap();
     assert_eq!(plan.keep_last_lsn, Some(Lsn(first_of_second)));
     assert_eq!(plan.lost_records, 40 - first_of_second - 1);
+    assert_eq!(plan.high_water, Some(Lsn(40)));
+    assert_eq!(plan.marker_lsn, Some(Lsn(41)));
     let mut s = FsStore::new(tmp.path(), opts);
     let st = s.open().await.unwrap();
-    assert_eq!(st.last_lsn, Some(Lsn(first_of_second)));
+    // The kept records, then the high-water marker.
+    assert_eq!(st.last_lsn, Some(Lsn(41)));
+    let kept = s
+        .read_from(Lsn(1), wal_core::ReadLimit::default())
+        .await
+        .unwrap();
+    let lsns: Vec<u64> = kept.iter().map(|r| r.lsn.get()).collect();
+    let mut want: Vec<u64> = (1..=first_of_second).collect();
+    want.push(41);
+    assert_eq!(lsns, want);
     s.close().await.unwrap();
 }
 

@@ -350,6 +350,45 @@ fn repair_of_mid_log_damage_reports_lost_records_and_reopens() {
     });
 }
 
+/// A bad header on the last segment: the segment is cut whole, and the
+/// high-water marker still goes above every lsn it held (its id survives
+/// the damage, so its frames check out). Was failing before fsgate: walctl
+/// wrote no marker when the damaged segment's header was bad, so the next
+/// writer reused the cut lsns.
+#[test]
+fn repair_of_a_bad_last_header_keeps_the_high_water_mark() {
+    let (_t, dir) = log_dir();
+    write_data(&dir, 100, FsOptions::default().segment_bytes(1024));
+    let last = segments(&dir).pop().unwrap();
+    let first_of_last: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    assert!(first_of_last < 100);
+    flip(&last, 44); // the header checksum
+    let o = run(&["--dir", d(&dir), "repair", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["applied"], false);
+    assert_eq!(v["keep_last_lsn"], first_of_last - 1);
+    assert_eq!(v["high_water_lsn"], 101);
+    let o = run(&["--dir", d(&dir), "repair", "--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("wrote a high-water marker at lsn 101"),
+        "{out}"
+    );
+    rt().block_on(async {
+        let (wal, _) = Wal::open(
+            FsStore::new(&dir, FsOptions::default()),
+            WalOptions::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(wal.last_lsn(), Some(wal_core::Lsn(101)));
+        assert!(wal.append(b"new".to_vec()).await.unwrap() > wal_core::Lsn(100));
+        wal.close().await.unwrap();
+    });
+}
+
 #[test]
 fn repair_yes_refuses_a_log_with_a_live_writer() {
     let (_t, dir) = log_dir();

@@ -1,18 +1,14 @@
 //! `walctl repair`: the explicit cut of a damaged log.
 //!
 //! Without `--yes` it is a dry run: it prints what would be cut and changes
-//! nothing. With `--yes` it takes the directory lock (it fails if a writer
-//! has the log open), scans again under the lock and cuts.
-
-use std::path::Path;
+//! nothing. With `--yes` it runs [`wal_fs::inspect::repair`], which does
+//! everything under the directory lock (it fails if a writer has the log
+//! open): it scans again, cuts, and writes the high-water marker. This
+//! command only prints the report.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use wal_core::{Lsn, Record, RecordKind, WalStore};
-use wal_fs::{
-    inspect::{repair, RepairAction},
-    FsOptions, FsStore,
-};
+use wal_fs::inspect::{repair, RepairAction};
 
 use crate::{output, target::TargetArgs};
 
@@ -55,20 +51,6 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
     }
     let dir = target.dir()?;
     let plan = repair(&dir, args.yes).with_context(|| format!("repairing {}", dir.display()))?;
-    // The highest Lsn a reader or writer may have seen: the cut must not let
-    // the next writer hand out the Lsns it removed.
-    let kept = plan.keep_last_lsn.unwrap_or(Lsn::ZERO);
-    let high_water = plan
-        .report
-        .last_lsn()
-        .filter(|seen| *seen > kept)
-        .map(Lsn::next);
-    if plan.applied {
-        if let Some(hw) = high_water {
-            write_high_water(&dir, hw, kept)
-                .with_context(|| format!("writing the high-water marker in {}", dir.display()))?;
-        }
-    }
     if json {
         output::json_pretty(&RepairJson {
             dir: dir.display().to_string(),
@@ -103,7 +85,7 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
                 })
                 .collect(),
             keep_last_lsn: plan.keep_last_lsn.map(|l| l.get()),
-            high_water_lsn: high_water.map(|l| l.get()),
+            high_water_lsn: plan.marker_lsn.map(|l| l.get()),
             lost_records: plan.lost_records,
             problems: plan
                 .report
@@ -150,9 +132,9 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
             plan.lost_records
         );
     }
-    if let Some(hw) = high_water {
+    if let (Some(marker), Some(seen)) = (plan.marker_lsn, plan.high_water) {
         println!(
-            "{} a high-water marker at lsn {hw}, so the cut lsns are never handed out again",
+            "{} a high-water marker at lsn {marker} (lsns up to {seen} were in the log), so the cut lsns are never handed out again",
             if plan.applied { "wrote" } else { "would write" }
         );
     }
@@ -160,25 +142,4 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
         println!("dry run: nothing changed; run again with --yes to cut");
     }
     Ok(0)
-}
-
-/// Appends the core's `truncated` marker at `high_water` (payload: the cut
-/// point), as `Wal::truncate_after` does, to the repaired log.
-fn write_high_water(dir: &Path, high_water: Lsn, kept: Lsn) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .context("starting a runtime")?;
-    rt.block_on(async {
-        let mut store = FsStore::new(dir, FsOptions::default());
-        let state = store.open().await.context("opening the repaired log")?;
-        if state.last_lsn.is_none_or(|last| last < high_water) {
-            let marker = Record::marker(high_water, RecordKind::Truncated, kept);
-            store
-                .append(std::slice::from_ref(&marker))
-                .await
-                .context("appending the marker")?;
-        }
-        store.close().await.context("closing the repaired log")?;
-        anyhow::Ok(())
-    })
 }

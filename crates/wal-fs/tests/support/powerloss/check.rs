@@ -163,7 +163,7 @@ pub fn check(
     let any_cut = |op: usize| o.truncates.iter().any(|t| cut_by(op, t));
     let required = |op: usize| -> bool {
         let d = &o.data[op];
-        o.counts(d.acked) && d.lsn.is_some_and(|l| l > floor) && !any_cut(op) && !trimmed(op)
+        o.promised(d) && d.lsn.is_some_and(|l| l > floor) && !any_cut(op) && !trimmed(op)
     };
 
     for op in 0..o.data.len() {
@@ -193,7 +193,7 @@ pub fn check(
         let s: Vec<usize> = (0..o.data.len())
             .filter(|&op| {
                 cut_by(op, t)
-                    && o.counts(o.data[op].acked)
+                    && o.promised(&o.data[op])
                     && o.data[op].lsn.is_some_and(|l| l > floor)
                     && !counted_cut(op)
                     && !trimmed(op)
@@ -239,7 +239,7 @@ pub fn check(
     // -- the next Lsn is above every acknowledged one.
     let mut max = 0u64;
     for d in &o.data {
-        if o.counts(d.acked) {
+        if o.promised(d) {
             max = max.max(d.lsn.unwrap_or(0));
         }
     }

@@ -17,6 +17,15 @@
 //! [`PowerLossIo::rebuild`] then writes one legal post-power-loss state of
 //! the directory under a [`CrashModel`].
 //!
+//! Model (e), fsyncgate, is not a power loss: an `fdatasync` failed and the
+//! machine stayed up. [`PowerLossIo::fork_after_failed_sync`] builds a real
+//! directory as the page cache shows it (the failed file's lost bytes
+//! still there, cached and clean) and a model of it whose disk holds only
+//! what really reached it; a store reopened on it sees the disk's bytes
+//! only where it calls [`FileIo::drop_page_cache`]. A second power loss
+//! ([`PowerLossIo::rebuild`] of the fork) then shows what a store that
+//! trusted the cache has done.
+//!
 //! The disk assumptions (stated in the README, and exactly what the model
 //! allows): `fdatasync` makes a file's bytes and size durable; a directory
 //! fsync makes its entries durable; unsynced data reaches the disk in
@@ -52,10 +61,13 @@ pub enum CrashModel {
     /// data torn as in (c)).
     DirRandom(u64),
     /// (e) fsyncgate: an `fdatasync` failed and the machine stayed up. The
-    /// page cache still shows the unsynced bytes (the state is (b)'s), but
-    /// the kernel may have dropped them from the disk's to-do list: a reopen
-    /// must not hand them out as recovered. Only for a crash at `sync_data`.
-    FsyncGate,
+    /// page cache still shows the failed file's unsynced bytes, cached and
+    /// clean, so they are never written; the disk holds, of them, nothing
+    /// (`None`) or each 512-byte sector old or new at random (`Some(seed)`),
+    /// the size old or new. Only for a crash at `sync_data`; see
+    /// [`PowerLossIo::fork_after_failed_sync`]. As a [`PowerLossIo::rebuild`]
+    /// model it is the page cache's view, (b).
+    FsyncGate(Option<u64>),
 }
 
 impl CrashModel {
@@ -66,7 +78,7 @@ impl CrashModel {
             CrashModel::KeepAll => "b:keep-all",
             CrashModel::TornSectors(_) => "c:torn-sectors",
             CrashModel::DirRandom(_) => "d:dir-random",
-            CrashModel::FsyncGate => "e:fsyncgate",
+            CrashModel::FsyncGate(_) => "e:fsyncgate",
         }
     }
 }
@@ -102,14 +114,17 @@ impl Rng {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Inode {
     /// The real inode number while the file has a name in the real directory.
     ino: Option<u64>,
     durable: Vec<u8>,
     current: Vec<u8>,
     /// `dirty[i]`: byte `i` changed since the last `sync_data` (a write,
-    /// or a resize that cut or extended the file over it).
+    /// or a resize that cut or extended the file over it). A byte where
+    /// `current` and `durable` differ but that is not dirty is *stale*: the
+    /// page cache shows it, the disk does not hold it, and no sync will
+    /// write it (model (e) only).
     dirty: Vec<bool>,
 }
 
@@ -129,10 +144,34 @@ impl Inode {
         self.mark(old.min(len), old.max(len));
     }
 
+    /// `fdatasync`: the dirty bytes and the size become durable. A stale
+    /// byte stays as the disk has it (zero past the old durable size: the
+    /// size grew, its blocks were never written).
+    fn sync(&mut self) {
+        self.durable.resize(self.current.len(), 0);
+        for (i, d) in self.dirty.iter().enumerate() {
+            if *d && i < self.current.len() {
+                self.durable[i] = self.current[i];
+            }
+        }
+        self.dirty.clear();
+    }
+
+    /// `POSIX_FADV_DONTNEED`: clean cached pages are dropped, so every byte
+    /// that is not dirty reads as the disk holds it. The size is the
+    /// kernel's in-memory one and does not change.
+    fn drop_cache(&mut self) {
+        for i in 0..self.current.len() {
+            if !self.dirty.get(i).copied().unwrap_or(false) {
+                self.current[i] = self.durable.get(i).copied().unwrap_or(0);
+            }
+        }
+    }
+
     fn materialize(&self, model: CrashModel, rng: &mut Rng) -> Vec<u8> {
         match model {
             CrashModel::LoseUnsynced => self.durable.clone(),
-            CrashModel::KeepAll | CrashModel::FsyncGate => self.current.clone(),
+            CrashModel::KeepAll | CrashModel::FsyncGate(_) => self.current.clone(),
             CrashModel::TornSectors(_) | CrashModel::DirRandom(_) => {
                 let size = if self.durable.len() != self.current.len() && rng.coin() {
                     self.current.len()
@@ -172,7 +211,7 @@ enum DirOp {
     Unlink(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Disk {
     ops: u64,
     crash_at: Option<u64>,
@@ -184,6 +223,8 @@ struct Disk {
     pending: Vec<DirOp>,
     /// Writes that bypassed `FileIo` (found at `sync_data`).
     bypasses: Vec<String>,
+    /// The inode whose `sync_data` was the crash point.
+    failed_sync: Option<usize>,
 }
 
 /// The modelled disk. See the module docs.
@@ -231,12 +272,66 @@ impl PowerLossIo {
 
     /// Whether the operation that crashed was an `fdatasync`.
     pub fn crashed_at_sync_data(&self) -> bool {
+        self.disk.lock().unwrap().failed_sync.is_some()
+    }
+
+    /// Model (e): the directory as a machine that stayed up shows it after
+    /// the failed `fdatasync` this run crashed at, written to the empty
+    /// directory `dir`, and a model of it (no crash point) for a store to
+    /// reopen it through. Every file has its current bytes (what the page
+    /// cache shows); the failed file's unsynced bytes are stale (cached,
+    /// clean, never to be written) and its disk holds what `truth` says
+    /// ([`CrashModel::FsyncGate`]); other files' unsynced bytes are still
+    /// dirty. Directory entries keep their durable and pending state.
+    pub fn fork_after_failed_sync(&self, dir: &Path, truth: Option<u64>) -> PowerLossIo {
+        let d = self.disk.lock().unwrap();
+        let failed = d.failed_sync.expect("the run did not crash at sync_data");
+        let mut fork = d.clone();
+        for inode in &mut fork.inodes {
+            inode.ino = None;
+        }
+        for (name, id) in &d.current {
+            let path = dir.join(name);
+            std::fs::write(&path, &d.inodes[*id].current).unwrap();
+            fork.inodes[*id].ino = Some(std::fs::metadata(&path).unwrap().ino());
+        }
+        let inode = &mut fork.inodes[failed];
+        let mut rng = Rng::new(truth.unwrap_or(0));
+        inode.durable = match truth {
+            None => inode.durable.clone(),
+            Some(seed) => inode.materialize(CrashModel::TornSectors(seed), &mut rng),
+        };
+        inode.dirty.clear();
+        fork.crash_at = None;
+        fork.crashed = false;
+        fork.failed_sync = None;
+        fork.bypasses.clear();
+        fork.log.push(format!(
+            "---- the machine stays up; {} reopened after the failed fdatasync (disk holds {}) ----",
+            Self::file_name_of(&d, failed),
+            match truth {
+                None => "none of its unsynced bytes".to_string(),
+                Some(seed) => format!("its unsynced sectors torn, seed {seed}"),
+            }
+        ));
+        PowerLossIo {
+            dir: dir.to_path_buf(),
+            broken_sync: self.broken_sync,
+            disk: Mutex::new(fork),
+        }
+    }
+
+    /// The numbers of the operations that were an `fdatasync`: the crash
+    /// points of model (e).
+    pub fn sync_data_ops(&self) -> Vec<u64> {
         let d = self.disk.lock().unwrap();
         d.log
             .iter()
-            .rev()
-            .find(|l| l.contains(" CRASH at "))
-            .is_some_and(|l| l.contains(" CRASH at sync_data "))
+            .filter_map(|l| {
+                let (n, what) = l.strip_prefix('#')?.split_once(' ')?;
+                what.starts_with("sync_data ").then(|| n.parse().ok())?
+            })
+            .collect()
     }
 
     /// One line per operation, in order.
@@ -265,7 +360,7 @@ impl PowerLossIo {
         for op in &d.pending {
             let keep = match model {
                 CrashModel::LoseUnsynced => false,
-                CrashModel::KeepAll | CrashModel::FsyncGate | CrashModel::TornSectors(_) => true,
+                CrashModel::KeepAll | CrashModel::FsyncGate(_) | CrashModel::TornSectors(_) => true,
                 CrashModel::DirRandom(_) => rng.coin(),
             };
             if !keep {
@@ -409,7 +504,14 @@ impl FileIo for PowerLossIo {
         } else {
             format!("sync_data {name}")
         };
-        self.begin(&mut d, what)?;
+        let was_off = d.crashed;
+        if let Err(e) = self.begin(&mut d, what) {
+            if !was_off {
+                // This fdatasync is the crash point.
+                d.failed_sync = Some(id);
+            }
+            return Err(e);
+        }
         let len = file.metadata()?.len();
         let inode = &mut d.inodes[id];
         if len != inode.current.len() as u64 {
@@ -425,9 +527,7 @@ impl FileIo for PowerLossIo {
             }
         }
         if !self.broken_sync {
-            let inode = &mut d.inodes[id];
-            inode.durable = inode.current.clone();
-            inode.dirty.clear();
+            d.inodes[id].sync();
         }
         Ok(())
     }
@@ -479,6 +579,31 @@ impl FileIo for PowerLossIo {
             }
         }
         d.pending.push(DirOp::Rename(f, t));
+        Ok(())
+    }
+
+    /// Every byte that is not dirty now reads as the disk holds it: the
+    /// real file is rewritten so (same inode), and the model with it.
+    fn drop_page_cache(&self, file: &File) -> io::Result<()> {
+        let mut d = self.disk.lock().unwrap();
+        self.scan(&mut d);
+        let id = self.inode_of(&mut d, file)?;
+        let name = Self::file_name_of(&d, id);
+        self.begin(&mut d, format!("drop_page_cache {name}"))?;
+        let inode = &mut d.inodes[id];
+        let before = inode.current.clone();
+        inode.drop_cache();
+        if inode.current != before {
+            let changed = before
+                .iter()
+                .zip(&inode.current)
+                .filter(|(a, b)| a != b)
+                .count();
+            std::fs::write(self.dir.join(&name), &inode.current)?;
+            d.log.push(format!(
+                "    ({changed} stale bytes of {name} dropped: reads now show the disk)"
+            ));
+        }
         Ok(())
     }
 

@@ -3,6 +3,13 @@
 //! each legal post-power-loss state of the directory ([`disk::CrashModel`])
 //! on a real temporary directory, reopens it with the real file layer and
 //! checks every promise ([`check::check`]).
+//!
+//! Model (e), fsyncgate, for a crash at an `fdatasync`: the machine stays
+//! up, the store is reopened on the page cache's view through a model
+//! whose disk lacks the failed bytes ([`fsyncgate_states`]), appends and
+//! syncs a probe entry, and then the power fails: the disk's state after
+//! that is reopened with the real file layer and checked like any other,
+//! with the probe acknowledged.
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod check;
@@ -35,8 +42,21 @@ pub struct Sweep {
     pub random_states: u64,
     /// Self-test: a disk whose `sync_data` makes nothing durable.
     pub broken_sync: bool,
-    /// Also check model (e), fsyncgate, at crashes on `sync_data`.
-    pub fsyncgate: bool,
+    /// Whether to check model (e), fsyncgate, at crashes on `sync_data`
+    /// (each with the disk holding none of the failed bytes, and torn as in
+    /// (c) with each of `random_states` seeds).
+    pub fsyncgate: Gate,
+}
+
+/// Which crash states a sweep checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Models (a) to (d) at every crash point.
+    Skip,
+    /// Also (e) at every crash point that is an `fdatasync`.
+    Also,
+    /// Only (e), so only the crash points that are an `fdatasync`.
+    Only,
 }
 
 /// The first (smallest K) example of one kind of violation.
@@ -182,14 +202,26 @@ async fn run_once(
     (io, oracle)
 }
 
-/// Reopens `dir` with the real file layer and checks it.
+/// The entry a reopen appends and syncs after recovery: a data payload of
+/// the next op number, so that a later check knows it.
+pub struct Probe {
+    pub lsn: u64,
+    pub payload: bytes::Bytes,
+}
+
+/// Reopens `dir` with the real file layer (or through `io`), checks it,
+/// then appends and syncs a probe entry and closes.
 async fn reopen_and_check(
     dir: &Path,
     mode: SyncMode,
     seed: u64,
     o: &Oracle,
-) -> (Vec<Violation>, BTreeSet<usize>) {
-    let store = FsStore::new(dir, options(mode, seed));
+    io: Option<Arc<PowerLossIo>>,
+) -> (Vec<Violation>, BTreeSet<usize>, Option<Probe>) {
+    let mut store = FsStore::new(dir, options(mode, seed));
+    if let Some(io) = io {
+        store = store.with_file_io(io);
+    }
     let (wal, mut rec) = match Wal::open(store, WalOptions::default()).await {
         Ok(x) => x,
         Err(e) => {
@@ -197,7 +229,7 @@ async fn reopen_and_check(
                 class: "open failed",
                 detail: format!("reopen failed: {e}"),
             }];
-            let acked = o.data.iter().filter(|d| o.counts(d.acked)).count();
+            let acked = o.data.iter().filter(|d| o.promised(d)).count();
             if acked > 0 {
                 v.push(Violation {
                     class: "acknowledged entry lost",
@@ -206,7 +238,7 @@ async fn reopen_and_check(
                     ),
                 });
             }
-            return (v, BTreeSet::new());
+            return (v, BTreeSet::new(), None);
         }
     };
     let cp = rec.checkpoint();
@@ -223,13 +255,20 @@ async fn reopen_and_check(
                         detail: format!("recovery stream: {e}"),
                     }],
                     BTreeSet::new(),
+                    None,
                 );
             }
         }
     }
     drop(rec);
-    let next = match wal.append(&b"probe"[..]).await {
-        Ok(l) => l.0,
+    let op = o.data.len() as u32;
+    let payload = workload::data_payload(op, op, 0, 1, 40);
+    let appended = match wal.append(payload.clone()).await {
+        Ok(l) => wal.sync().await.map(|()| l.0),
+        Err(e) => Err(e),
+    };
+    let next = match appended {
+        Ok(l) => l,
         Err(e) => {
             let _ = wal.close().await;
             return (
@@ -238,11 +277,63 @@ async fn reopen_and_check(
                     detail: format!("{e}"),
                 }],
                 BTreeSet::new(),
+                None,
             );
         }
     };
-    let _ = wal.close().await;
-    check::check(o, cp, &entries, next)
+    let closed = wal.close().await;
+    let (mut v, present) = check::check(o, cp, &entries, next);
+    if let Err(e) = closed {
+        v.push(Violation {
+            class: "close after reopen failed",
+            detail: format!("{e}"),
+        });
+    }
+    (v, present, Some(Probe { lsn: next, payload }))
+}
+
+/// Model (e) after a run that crashed at a failed `fdatasync`: the store is
+/// reopened in the same boot on the page cache's view, through a model
+/// whose disk holds only what reached it (`truth`, see
+/// [`CrashModel::FsyncGate`]); it recovers, appends and syncs a probe and
+/// closes, and is checked. Then the power fails: the disk's state (every
+/// unsynced write and directory change lost) is reopened with the real
+/// file layer and checked with the probe acknowledged. A store that trusts
+/// the cached bytes appends the probe after bytes the disk does not hold,
+/// and the second check finds the hole.
+async fn fsyncgate_states(
+    io: &PowerLossIo,
+    mode: SyncMode,
+    seed: u64,
+    o: &Oracle,
+    truth: Option<u64>,
+) -> (Vec<Violation>, Vec<String>) {
+    let same_boot = tempdir();
+    let io2 = Arc::new(io.fork_after_failed_sync(same_boot.path(), truth));
+    let (mut out, _, probe) =
+        reopen_and_check(same_boot.path(), mode, seed, o, Some(io2.clone())).await;
+    for viol in &mut out {
+        viol.detail = format!("reopen in the same boot: {}", viol.detail);
+    }
+    for b in io2.bypasses() {
+        out.push(Violation {
+            class: "write bypassed FileIo",
+            detail: b,
+        });
+    }
+    io2.power_off();
+    if let Some(probe) = probe {
+        let mut o2 = o.clone();
+        o2.record_synced_later(probe.payload, probe.lsn);
+        let later = tempdir();
+        write_dir(later.path(), &io2.rebuild(CrashModel::LoseUnsynced, 0));
+        let (v, _, _) = reopen_and_check(later.path(), mode, seed, &o2, None).await;
+        out.extend(v.into_iter().map(|viol| Violation {
+            class: viol.class,
+            detail: format!("after the reopen, a power loss: {}", viol.detail),
+        }));
+    }
+    (out, io2.log())
 }
 
 fn write_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
@@ -264,31 +355,40 @@ pub async fn sweep(s: &Sweep) -> Report {
     let mode = mode_name(s.mode);
     for &seed in &s.seeds {
         let steps = workload::generate(seed, s.mix);
-        let total = {
+        let (total, syncs) = {
             let dir = tempdir();
             let (io, _) = run_once(dir.path(), s, seed, &steps, None).await;
-            io.ops()
+            (io.ops(), io.sync_data_ops())
         };
-        for k in 0..=total {
+        let points: Vec<u64> = match s.fsyncgate {
+            Gate::Only => syncs,
+            Gate::Skip | Gate::Also => (0..=total).collect(),
+        };
+        for k in points {
             let dir = tempdir();
             let (io, oracle) = run_once(dir.path(), s, seed, &steps, Some(k)).await;
             report.runs += 1;
-            let mut models = vec![CrashModel::LoseUnsynced, CrashModel::KeepAll];
-            for r in 0..s.random_states {
-                models.push(CrashModel::TornSectors(r));
-                models.push(CrashModel::DirRandom(r));
+            let mut models = Vec::new();
+            if s.fsyncgate != Gate::Only {
+                models.extend([CrashModel::LoseUnsynced, CrashModel::KeepAll]);
+                for r in 0..s.random_states {
+                    models.push(CrashModel::TornSectors(r));
+                    models.push(CrashModel::DirRandom(r));
+                }
             }
             let mut seen: HashMap<u64, BTreeSet<usize>> = HashMap::new();
-            let mut present_of: HashMap<CrashModel, BTreeSet<usize>> = HashMap::new();
-            if s.fsyncgate && io.crashed_at_sync_data() {
-                models.push(CrashModel::FsyncGate);
+            if s.fsyncgate != Gate::Skip && io.crashed_at_sync_data() {
+                models.push(CrashModel::FsyncGate(None));
+                for r in 0..s.random_states {
+                    models.push(CrashModel::FsyncGate(Some(r)));
+                }
             }
             for model in models {
                 let state_seed = seed
                     .wrapping_mul(1_000_003)
                     .wrapping_add(k.wrapping_mul(7919))
                     .wrapping_add(match model {
-                        CrashModel::TornSectors(r) => 2 * r,
+                        CrashModel::TornSectors(r) | CrashModel::FsyncGate(Some(r)) => 2 * r,
                         CrashModel::DirRandom(r) => 2 * r + 1,
                         _ => 0,
                     });
@@ -297,44 +397,27 @@ pub async fn sweep(s: &Sweep) -> Report {
                     .entry((mode.clone(), model.name()))
                     .or_default();
                 entry.0 += 1;
-                let mut violations = Vec::new();
-                if model == CrashModel::FsyncGate {
-                    // The page cache's view is (b)'s state, checked above;
-                    // what it shows beyond the durable state (a) must not
-                    // be handed out.
-                    let (Some(kept), Some(durable)) = (
-                        present_of.get(&CrashModel::KeepAll),
-                        present_of.get(&CrashModel::LoseUnsynced),
-                    ) else {
-                        continue;
-                    };
+                let mut violations;
+                let mut ops = None;
+                if let CrashModel::FsyncGate(truth) = model {
                     entry.1 += 1;
-                    let trusted: Vec<_> = kept
-                        .difference(durable)
-                        .filter(|op| !oracle.counts(oracle.data[**op].acked))
-                        .collect();
-                    if !trusted.is_empty() {
-                        violations.push(Violation {
-                            class: "fsyncgate: unsynced bytes trusted",
-                            detail: format!(
-                                "after the failed fdatasync, a reopen without power loss recovers ops {trusted:?}, which were never durable"
-                            ),
-                        });
-                    }
+                    let truth = truth.map(|_| state_seed);
+                    let (v, log) = fsyncgate_states(&io, s.mode, seed, &oracle, truth).await;
+                    violations = v;
+                    ops = Some(log);
                 } else {
                     let files = io.rebuild(model, state_seed);
                     let h = hash_of(&files);
-                    if let Some(p) = seen.get(&h) {
-                        present_of.insert(model, p.clone());
+                    if seen.contains_key(&h) {
                         continue;
                     }
                     entry.1 += 1;
                     let out = tempdir();
                     write_dir(out.path(), &files);
-                    let (v, present) = reopen_and_check(out.path(), s.mode, seed, &oracle).await;
+                    let (v, present, _) =
+                        reopen_and_check(out.path(), s.mode, seed, &oracle, None).await;
                     violations = v;
-                    seen.insert(h, present.clone());
-                    present_of.insert(model, present);
+                    seen.insert(h, present);
                     for b in io.bypasses() {
                         violations.push(Violation {
                             class: "write bypassed FileIo",
@@ -353,7 +436,7 @@ pub async fn sweep(s: &Sweep) -> Report {
                         k,
                         model,
                         detail: viol.detail.clone(),
-                        ops: io.log(),
+                        ops: ops.clone().unwrap_or_else(|| io.log()),
                         steps: oracle.log.clone(),
                         failure: oracle.failure.clone(),
                         count: 0,

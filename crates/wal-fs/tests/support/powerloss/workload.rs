@@ -191,6 +191,9 @@ pub struct DataRec {
     /// Step time of the acknowledgement.
     pub acked: Option<u64>,
     pub submitted: u64,
+    /// Made durable by a later session (the probe of an fsyncgate reopen,
+    /// appended and synced there): promised whatever the sync mode.
+    pub synced_later: bool,
 }
 
 /// One checkpoint the workload opened.
@@ -222,7 +225,7 @@ pub struct TrimRec {
 }
 
 /// What the workload was told.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Oracle {
     pub mode: SyncMode,
     pub t: u64,
@@ -261,6 +264,27 @@ impl Oracle {
             None => false,
             Some(t) => self.mode == SyncMode::EveryBatch || t <= self.last_sync,
         }
+    }
+
+    /// Whether a data entry is promised to survive a power loss.
+    pub fn promised(&self, d: &DataRec) -> bool {
+        d.synced_later || self.counts(d.acked)
+    }
+
+    /// Records `payload` as data entry `op`, appended at `lsn` and synced
+    /// by a later session (see [`DataRec::synced_later`]).
+    pub fn record_synced_later(&mut self, payload: Bytes, lsn: u64) {
+        let t = self.tick();
+        let op = self.data.len() as u32;
+        self.data.push(DataRec {
+            payload,
+            batch: op,
+            count: 1,
+            lsn: Some(lsn),
+            acked: Some(t),
+            submitted: t,
+            synced_later: true,
+        });
     }
 
     fn tick(&mut self) -> u64 {
@@ -310,6 +334,7 @@ async fn submit_one(wal: &Wal, o: &mut Oracle, len: usize) -> Result<(u32, Lsn, 
                 lsn: Some(lsn.0),
                 acked: None,
                 submitted: t,
+                synced_later: false,
             });
             Ok((op, lsn, done))
         }
@@ -368,6 +393,7 @@ async fn run_steps(wal: &Wal, steps: &[Step], o: &mut Oracle) -> Result<(), ()> 
                         lsn: None,
                         acked: None,
                         submitted: t,
+                        synced_later: false,
                     });
                 }
                 match wal.append_batch(payloads).await {
