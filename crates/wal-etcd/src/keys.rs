@@ -1,5 +1,5 @@
-//! The key layout and the value encodings, byte by byte (see the crate docs
-//! for the prose version).
+//! The key layout and the value encodings, byte by byte. The prose version
+//! is `FORMAT.md` (in the crate docs); `golden_tests` pins the bytes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use wal_core::{Error, Location, Lsn, Record, RecordKind};

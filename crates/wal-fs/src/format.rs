@@ -1,5 +1,6 @@
 //! The on-disk format: segment header and record frame, byte by byte. The
-//! crate docs ([`crate`]) describe it in prose; this module is the code.
+//! prose version is `FORMAT.md` (in the [crate docs](crate));
+//! `golden_tests` pins the bytes.
 
 use wal_core::{Lsn, Record, RecordKind};
 

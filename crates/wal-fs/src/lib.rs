@@ -15,139 +15,15 @@
 //! controller on a dedicated thread: the application's async workers never
 //! block on a write or an `fdatasync`, and a batch costs no thread hop.
 //!
-//! ## Directory layout
-//!
-//! | file | what |
-//! | --- | --- |
-//! | `wal.lock` | holds the owner's `pid <n>`; the lock itself is an exclusive `flock` on the directory |
-//! | `<first lsn, 20 digits>.wal` | a segment, e.g. `00000000000000000001.wal`: name order is Lsn order |
-//! | `<first lsn>.wal.tmp` | a segment being created or rewritten; deleted on open |
-//! | `wal.truncate` | a `truncate_after` in progress (see below); open finishes it |
-//! | `wal.truncate.tmp` | that file being written; deleted on open |
-//!
-//! Other files are ignored. A `*.wal` file whose name is not 20 digits, or
-//! whose header is not a segment header, makes open fail with
-//! [`Error::Corrupt`](wal_core::Error::Corrupt).
-//!
-//! ## Segment file format (version 1)
-//!
-//! All integers are little-endian. CRC-32 is the IEEE polynomial
-//! (`crc32fast`, as in zlib/gzip).
-//!
-//! **Segment header**, 48 bytes at offset 0:
-//!
-//! | offset | size | field |
-//! | ---: | ---: | --- |
-//! | 0 | 8 | magic, ASCII `WALFSSEG` |
-//! | 8 | 4 | format version, `u32` = 1 |
-//! | 12 | 4 | reserved, zero |
-//! | 16 | 8 | segment id, `u64`: random, fresh for every segment file |
-//! | 24 | 8 | first Lsn, `u64`: the Lsn of the segment's first record, equal to the file name |
-//! | 32 | 8 | previous last Lsn, `u64`: the last Lsn of the segment before this one when this one was created (0 if none) |
-//! | 40 | 4 | reserved, zero |
-//! | 44 | 4 | header checksum, `u32`: CRC-32 of bytes 0..44 |
-//!
-//! **Record frames** follow from offset 48, back to back. Each starts at a
-//! multiple of 8:
-//!
-//! | offset | size | field |
-//! | ---: | ---: | --- |
-//! | 0 | 4 | checksum, `u32`: CRC-32 of the segment id (8 bytes, LE) ‖ frame bytes 4..32 ‖ the payload |
-//! | 4 | 4 | payload length `n`, `u32`, in bytes |
-//! | 8 | 1 | kind: the `wal_core::RecordKind` byte (1 data, 2 checkpoint, 3 checkpoint-begin, 4 checkpoint-commit, 5 checkpoint-abort, 6 truncated) |
-//! | 9 | 1 | flags: bit 0 = batch end (the last record of one `append` call); other bits zero |
-//! | 10 | 6 | reserved, zero |
-//! | 16 | 8 | Lsn, `u64`, non-zero, strictly increasing through the log |
-//! | 24 | 8 | synced-to, `u64`: bytes of this file known durable (`fdatasync`ed) when the frame was written |
-//! | 32 | `n` | payload |
-//! | 32 + `n` | 0..7 | zero padding to a multiple of 8 (not checksummed) |
-//!
-//! A frame of an `n`-byte payload takes `32 + n` bytes rounded up to 8.
-//! After the last frame, the active segment holds zeros up to its
-//! preallocated size (a clean close cuts them off again, so the next open
-//! need not read them); a sealed segment ends right after its last frame (it
-//! is cut to its data when the next one is started).
-//!
-//! Why the checksum includes the segment id: a preallocated or reused file
-//! may hold stale bytes from an earlier life, and a stale frame must never
-//! check out. With the id in the checksum, only frames written into *this*
-//! segment do.
-//!
-//! ## Atomic appends: the batch-end flag
-//!
-//! Each `append(&[Record])` call writes its records as consecutive frames
-//! in one write, the last with the batch-end flag set, then `fdatasync`s.
-//! On open, a segment is read frame by frame and the log ends after the
-//! last frame that has the batch-end flag: records after it, valid or not,
-//! belong to a call that did not finish and are cut off. So a call's
-//! records come back all together or not at all. A call never spans two
-//! segments (the segment rotates first; a batch bigger than a segment gets
-//! a segment of its own).
-//!
-//! `truncate_after` can cut inside a batch; the kept part must then end
-//! with the flag. The segment is rewritten with the flag set under a
-//! temporary name, synced and renamed over the old one, so a crash leaves
-//! the old file or the new one.
-//!
-//! ## Truncate: all or none, across segments
-//!
-//! `truncate_after(lsn, marker)` must remove every record above `lsn` and
-//! add the core's `Truncated` marker (the Lsn high-water mark) together,
-//! even when whole segments go. It first syncs what was written, then makes
-//! its intent durable: `wal.truncate` (28 bytes: ASCII `WALFSTRC`, the cut
-//! point `u64`, the marker's Lsn `u64`, CRC-32 of bytes 0..24; written as
-//! `wal.truncate.tmp`, synced, renamed, directory synced). Then it deletes
-//! later segments newest first, rewrites the segment holding `lsn` to end
-//! with the marker (or appends and syncs the marker), and deletes the
-//! intent. Every state in between is a valid shorter log; open, finding
-//! the intent, finishes the truncate (unless the marker is already there)
-//! before it reports the log's state. So a crash anywhere leaves the old
-//! log or the cut one with its marker, and a cut Lsn is never handed out
-//! again.
-//!
-//! ## Open and recovery
-//!
-//! 0. Create the directory if it is missing, with every missing ancestor;
-//!    the parent of each level created is fsynced, so the new entries are
-//!    durable before anything is written into them.
-//! 1. Lock the directory (`flock` on a descriptor of the directory itself,
-//!    non-blocking, so deleting or replacing `wal.lock` cannot let a second
-//!    writer in); a second opener, in this or
-//!    another process, gets [`Error::Locked`](wal_core::Error::Locked) naming
-//!    the holder's pid. Delete `*.wal.tmp` leftovers.
-//! 2. `fdatasync` the last segment, then drop its pages from the page cache
-//!    ([`FileIo::drop_page_cache`]), so that what the scan reads of it is
-//!    what the disk holds. After a failed `fdatasync` Linux may keep the
-//!    failed pages cached and marked clean; a reopen in the same boot would
-//!    otherwise adopt a batch the disk does not hold and append after it,
-//!    and a later power loss would leave a hole before acknowledged
-//!    entries ("fsyncgate"). Every other segment was sealed by a successful
-//!    `fdatasync` after its last write, so it is read from the cache as is.
-//! 3. For each segment in Lsn order, streaming (memory: one read buffer and
-//!    one payload, whatever the log's size): check the header; check that
-//!    its "previous last Lsn" equals the last Lsn of the segment before it
-//!    (otherwise a segment is missing, or was cut: `Corrupt`); check every
-//!    frame (checksum, Lsn order, first Lsn equal to the name). Remember a
-//!    sparse index: one (Lsn, offset) pair about every
-//!    [`FsOptions::index_interval_bytes`].
-//! 4. In a segment that is not the last, any invalid frame, or an end inside
-//!    a batch, is `Corrupt` naming the file and offset.
-//! 5. In the last segment, the first invalid frame is either a torn write
-//!    (the crash came during the last write) or damage. Open looks at every
-//!    8-byte-aligned offset after it for a frame of this segment whose
-//!    checksum holds and whose synced-to is past the end of the last complete
-//!    batch: such a frame was written after the bad bytes had been made
-//!    durable, so the bad bytes are damage: `Corrupt`. Otherwise the tail is
-//!    torn: it is cut off (truncate + `fdatasync`) and logged with
-//!    `tracing::warn!`. A tail of zeros after a complete batch is just the
-//!    unused, preallocated part of the segment.
-//! 6. An empty last segment (a crash between its creation and its first
-//!    batch) is deleted.
-//! 7. A `wal.truncate` intent left by a crash is carried out, then deleted.
-//!
-//! Damage to the very last record of the log cannot be told from a torn
-//! write and is cut like one. Deleting whole segments at the end (or the
-//! start) of the log cannot be detected from the files alone.
+// Intra-doc targets of FORMAT.md's links. They come before the included
+// text, so they win over its own definitions (which serve readers of the
+// file on its own).
+//! [`Error::Corrupt`]: wal_core::Error::Corrupt
+//! [`Error::Locked`]: wal_core::Error::Locked
+//! [`FsOptions`]: crate::FsOptions
+//! [`FsOptions::index_interval_bytes`]: crate::FsOptions::index_interval_bytes
+//! [`FileIo::drop_page_cache`]: crate::FileIo::drop_page_cache
+#![doc = include_str!("../FORMAT.md")]
 //!
 //! ## Durability assumptions
 //!
@@ -211,6 +87,8 @@ mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(test)]
+mod golden_tests;
 pub mod inspect;
 mod io;
 mod lock;

@@ -587,12 +587,13 @@ impl SegmentLog {
     }
 
     /// Cuts the last segment after the record `lsn` (which it holds or
-    /// passes). If the cut falls inside an append batch, the kept part of the
-    /// batch must end with a batch-end flag, or recovery would drop it as
-    /// incomplete: the segment is then rewritten under a temporary name and
-    /// renamed into place, so a crash leaves either the old or the new file.
-    /// Cuts the last segment after `lsn` and ends it with `marker`, by
-    /// rewriting it under a temporary name and renaming it over the original.
+    /// passes) and ends it with `marker`. The kept part of the batch the cut
+    /// falls in and the marker are written as one batch, the marker with the
+    /// batch-end flag (without it recovery would drop the kept records as
+    /// incomplete). The segment is always rewritten: the bytes before that
+    /// batch are copied to a temporary file, the batch written after them,
+    /// the file synced and renamed over the original, so a crash leaves
+    /// either the old or the new file.
     fn cut_last_segment(&mut self, lsn: Lsn, marker: &Record) -> Result<(), Error> {
         let Some(seg) = self.segments.back() else {
             return Ok(());
@@ -762,7 +763,7 @@ const INTENT_LEN: usize = 28;
 
 /// Intent bytes: magic, cut point (u64 LE), marker Lsn (u64 LE), CRC-32 of
 /// the first 24 bytes.
-fn encode_intent(after: Lsn, marker: Lsn) -> [u8; INTENT_LEN] {
+pub(crate) fn encode_intent(after: Lsn, marker: Lsn) -> [u8; INTENT_LEN] {
     let mut b = [0u8; INTENT_LEN];
     b[0..8].copy_from_slice(&INTENT_MAGIC);
     b[8..16].copy_from_slice(&after.get().to_le_bytes());
