@@ -11,12 +11,19 @@
 //!   h2 connection then breaks, which is fine), or black-hole (accept and
 //!   forward nothing either way);
 //! - cut every connection ([`cut`](Proxy::cut)), hold new connections (no
-//!   answers until released) or stop listening (connection refused).
+//!   answers until released) or stop listening (connection refused);
+//! - delay every request but lease keep-alives
+//!   ([`Fault::DelayAllButKeepAlives`]), so that unary calls and watch
+//!   creation are slow while renewals are not;
+//! - answer the next unary requests itself with the gRPC error etcd sends
+//!   for a request it refused up front ([`refuse_next`](Proxy::refuse_next)),
+//!   without forwarding them: "no leader", "too many requests".
 //!
 //! Counters of what was forwarded, delayed and dropped let tests wait for
 //! a fault to have taken effect instead of sleeping.
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
@@ -36,6 +43,14 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
+/// DATA and HEADERS flag: the sender's last frame on this stream.
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+/// HTTP/2 error code CANCEL.
+const CANCEL: u32 = 0x8;
+/// A lease keep-alive request's DATA frame payload: the 5-byte gRPC
+/// message header and the lease id (a tag and at most 10 varint bytes).
+const KEEPALIVE_MAX: usize = 16;
 /// Request DATA frames at least this big are txns: a compare and a put name
 /// a key three times, a range (about 48 bytes here) once.
 const TXN_BYTES: usize = 100;
@@ -53,6 +68,39 @@ pub enum Fault {
     DropResponses,
     /// Forward nothing either way (bytes are read and discarded).
     BlackHole,
+    /// Forward the DATA frames (and what follows them) of every stream
+    /// whose DATA frame is bigger than a lease keep-alive's this long after
+    /// they arrived; everything else at once. So ranges, txns and watch
+    /// creation are slow, while keep-alive renewals (and the streams and
+    /// HTTP/2 control frames) are not. HEADERS always pass at once: their
+    /// header compression state must stay in order.
+    DelayAllButKeepAlives(Duration),
+}
+
+/// The answer [`Proxy::refuse_next`] gives instead of etcd's: a gRPC status
+/// etcd sends for a request it refused before processing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `etcdserver: no leader` (UNAVAILABLE).
+    NoLeader,
+    /// `etcdserver: too many requests` (RESOURCE_EXHAUSTED).
+    TooManyRequests,
+}
+
+impl Refusal {
+    fn status(self) -> (&'static str, &'static str) {
+        match self {
+            Refusal::NoLeader => ("14", "etcdserver: no leader"),
+            Refusal::TooManyRequests => ("8", "etcdserver: too many requests"),
+        }
+    }
+}
+
+/// An armed [`Proxy::refuse_next`].
+#[derive(Default)]
+struct Refuse {
+    left: u32,
+    with: Option<Refusal>,
 }
 
 /// Counters, in bytes of whole frames (headers included).
@@ -64,6 +112,11 @@ struct Counters {
     up_pending: AtomicU64,
     down_forwarded: AtomicU64,
     down_dropped: AtomicU64,
+    /// Non-empty DATA frames (messages) [`Fault::DelayAllButKeepAlives`]
+    /// delayed and then forwarded.
+    slowed: AtomicU64,
+    /// Requests answered by [`Proxy::refuse_next`].
+    refused: AtomicU64,
     changed: Notify,
 }
 
@@ -84,6 +137,7 @@ struct Shared {
     counters: Counters,
     late: Mutex<Late>,
     late_answered: Notify,
+    refuse: Mutex<Refuse>,
 }
 
 /// [`Proxy::land_late`]: a request held back, delivered just before the
@@ -135,6 +189,7 @@ impl Proxy {
                 counters: Counters::default(),
                 late: Mutex::default(),
                 late_answered: Notify::new(),
+                refuse: Mutex::default(),
             }),
             listener: Mutex::new(None),
         };
@@ -215,6 +270,29 @@ impl Proxy {
     /// Server bytes discarded (dropped responses, black hole) so far.
     pub fn down_dropped(&self) -> u64 {
         self.shared.counters.down_dropped.load(Ordering::SeqCst)
+    }
+
+    /// Messages (non-empty DATA frames) delayed by
+    /// [`Fault::DelayAllButKeepAlives`] and then forwarded, so far.
+    pub fn slowed(&self) -> u64 {
+        self.shared.counters.slowed.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered by [`refuse_next`](Self::refuse_next) so far.
+    pub fn refused(&self) -> u64 {
+        self.shared.counters.refused.load(Ordering::SeqCst)
+    }
+
+    /// Answers the next `n` requests on new streams (a stream's first
+    /// message: ranges, txns, lease grants and revokes, a new keep-alive
+    /// stream or watch; not the messages of streams already open) itself
+    /// with `with`, as etcd answers a request it refused up front. The request's DATA never reaches etcd (its HEADERS do, then a
+    /// cancel of the stream), so etcd certainly did not apply it.
+    pub fn refuse_next(&self, n: u32, with: Refusal) {
+        *self.shared.refuse.lock().unwrap() = Refuse {
+            left: n,
+            with: Some(with),
+        };
     }
 
     /// Waits until `cond(self)` holds (re-checked whenever a counter
@@ -332,12 +410,83 @@ fn count(c: &AtomicU64, n: usize, changed: &Notify) {
     changed.notify_waiters();
 }
 
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A gRPC "trailers-only" answer: one HEADERS frame ending the stream with
+/// a status. Header fields are literals without indexing (RFC 7541 6.2.2)
+/// and `:status` comes from the static table, so the client's header
+/// decoding state, shared with etcd's answers, is left as it was.
+fn trailers_only(stream: u32, with: Refusal) -> Vec<u8> {
+    let (code, message) = with.status();
+    let mut block = vec![0x88]; // :status 200 (static table entry 8)
+    for (name, value) in [
+        ("content-type", "application/grpc"),
+        ("grpc-status", code),
+        ("grpc-message", message),
+    ] {
+        // New name, no Huffman coding; every string is under 127 bytes.
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    frame(HEADERS, END_STREAM | END_HEADERS, stream, &block)
+}
+
+/// Streams of one connection that a selective fault took over.
+#[derive(Default)]
+struct Streams {
+    /// Answered by the proxy; nothing more of them is forwarded.
+    refused: HashSet<u32>,
+    /// Delayed by [`Fault::DelayAllButKeepAlives`]: their frames keep going
+    /// through the slow lane, in order.
+    slowed: HashSet<u32>,
+    /// Open streams that carried a DATA frame.
+    with_data: HashSet<u32>,
+}
+
+/// What the up pump does with a frame of a selective fault.
+enum Take {
+    Refuse(Refusal),
+    Slow(Instant),
+}
+
 async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
-    let (mut cr, mut cw) = client.into_split();
+    let (mut cr, cw) = client.into_split();
+    // Written by the down pump and by refusals, one whole frame at a time.
+    let cw = Arc::new(tokio::sync::Mutex::new(cw));
     let (mut sr, mut sw) = server.into_split();
+    let streams = Arc::new(Mutex::new(Streams::default()));
     // Client -> server goes through a queue, so that a delay holds bytes
     // without holding up the reading of later ones.
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    // The slow lane: frames of slowed streams wait here, in order, then join
+    // the queue; the rest of the connection goes on meanwhile.
+    let (slow_tx, mut slow_rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let slow_lane = {
+        let (tx, shared) = (tx.clone(), shared.clone());
+        async move {
+            while let Some((due, buf)) = slow_rx.recv().await {
+                tokio::time::sleep_until(due.into()).await;
+                let data = buf[3] == DATA && buf.len() > 9;
+                if tx.send((Instant::now(), buf)).is_err() {
+                    return;
+                }
+                if data {
+                    let c = &shared.counters;
+                    count(&c.slowed, 1, &c.changed);
+                }
+            }
+        }
+    };
     let writer_shared = shared.clone();
     let writer = async move {
         while let Some((due, buf)) = rx.recv().await {
@@ -351,6 +500,7 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
         }
     };
     let up_shared = shared.clone();
+    let (up_streams, up_cw) = (streams.clone(), cw.clone());
     let up = async move {
         let mut preface = [0u8; 24];
         if cr.read_exact(&mut preface).await.is_err() || preface != PREFACE {
@@ -405,13 +555,86 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
             }
             let fault = *up_shared.fault.borrow();
             let c = &up_shared.counters;
+            let take = {
+                let mut st = up_streams.lock().unwrap();
+                if st.refused.contains(&stream) {
+                    // The client's cancel of an answered stream, if any.
+                    count(&c.up_dropped, buf.len(), &c.changed);
+                    continue;
+                }
+                // A request's first message: tonic ends a unary request
+                // with an empty DATA frame of its own, so the first frame
+                // does not tell unary from streaming; streams already open
+                // (the keep-alive, watches) are not new.
+                let first = kind == DATA && len > 0 && st.with_data.insert(stream);
+                if kind == DATA && buf[4] & END_STREAM != 0 {
+                    st.with_data.remove(&stream);
+                }
+                let refusal = if first && !st.slowed.contains(&stream) {
+                    let mut r = up_shared.refuse.lock().unwrap();
+                    match r.with {
+                        Some(with) if r.left > 0 => {
+                            r.left -= 1;
+                            Some(with)
+                        }
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                let delay = match fault {
+                    Fault::DelayAllButKeepAlives(d) => Some(d),
+                    _ => None,
+                };
+                if let Some(with) = refusal {
+                    st.refused.insert(stream);
+                    Some(Take::Refuse(with))
+                } else if (kind == DATA || kind == RST_STREAM) && st.slowed.contains(&stream) {
+                    Some(Take::Slow(Instant::now() + delay.unwrap_or_default()))
+                } else if let (Some(d), true) = (delay, kind == DATA && len > KEEPALIVE_MAX) {
+                    st.slowed.insert(stream);
+                    Some(Take::Slow(Instant::now() + d))
+                } else {
+                    None
+                }
+            };
+            match take {
+                Some(Take::Refuse(with)) => {
+                    // etcd gets the stream's HEADERS (already forwarded: the
+                    // header compression state must stay in step) and then
+                    // its cancel, never its request.
+                    count(&c.up_dropped, buf.len(), &c.changed);
+                    let rst = frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes());
+                    c.up_pending.fetch_add(rst.len() as u64, Ordering::SeqCst);
+                    if tx.send((Instant::now(), rst)).is_err() {
+                        return;
+                    }
+                    let answer = trailers_only(stream, with);
+                    if up_cw.lock().await.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                    count(&c.refused, 1, &c.changed);
+                    continue;
+                }
+                Some(Take::Slow(due)) => {
+                    c.up_pending.fetch_add(buf.len() as u64, Ordering::SeqCst);
+                    c.changed.notify_waiters();
+                    if slow_tx.send((due, std::mem::take(&mut buf))).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                None => {}
+            }
             let due = match fault {
                 Fault::BlackHole => {
                     count(&c.up_dropped, buf.len(), &c.changed);
                     continue;
                 }
                 Fault::DelayRequests(d) => Instant::now() + d,
-                Fault::Pass | Fault::DropResponses => Instant::now(),
+                Fault::Pass | Fault::DropResponses | Fault::DelayAllButKeepAlives(_) => {
+                    Instant::now()
+                }
             };
             let over = up_shared.arm_over.load(Ordering::SeqCst);
             if kind == DATA && over > 0 && len >= over {
@@ -429,6 +652,11 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
         let mut buf = Vec::new();
         while let Some((kind, stream, _)) = read_frame(&mut sr, &mut buf).await {
             let c = &shared.counters;
+            if streams.lock().unwrap().refused.contains(&stream) {
+                // The client already has the proxy's answer.
+                count(&c.down_dropped, buf.len(), &c.changed);
+                continue;
+            }
             let victim = shared.victim.load(Ordering::SeqCst);
             if victim != 0 && stream == victim && (kind == HEADERS || kind == DATA) {
                 // etcd answered (so it applied the request): drop the answer
@@ -459,7 +687,7 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
                 count(&c.down_dropped, buf.len(), &c.changed);
                 continue;
             }
-            if cw.write_all(&buf).await.is_err() {
+            if cw.lock().await.write_all(&buf).await.is_err() {
                 return;
             }
             count(&c.down_forwarded, buf.len(), &c.changed);
@@ -469,7 +697,7 @@ async fn pump_pair(client: TcpStream, server: TcpStream, shared: Arc<Shared>) {
     // delivered (a delay still delivers it); the server side ending, or the
     // writer failing, ends it at once.
     let up_then_flush = async move {
-        tokio::join!(up, writer);
+        tokio::join!(up, slow_lane, writer);
     };
     tokio::select! {
         _ = up_then_flush => {}
