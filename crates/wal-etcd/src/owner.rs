@@ -12,7 +12,9 @@
 //! 3. Failure: revoke the unused lease; in [`Acquire::FailFast`] mode report
 //!    [`Error::Locked`] naming the holder; in [`Acquire::Wait`] mode watch
 //!    the owner key (from the revision the failed claim saw) for its deletion,
-//!    up to the deadline, and go back to step 1.
+//!    up to the deadline, and go back to step 1. A transient failure
+//!    (etcd unreachable, a broken watch) is retried after a [`RetryPause`]:
+//!    growing, jittered, and never past the deadline.
 //! 4. A claim whose outcome is unknown (timeout) revokes its lease: if the
 //!    claim landed, that deletes the owner key again.
 
@@ -21,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use etcd_client::{
     Compare, CompareOp, EventType, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
@@ -101,45 +104,101 @@ enum Attempt {
     Held { holder: String, revision: i64 },
 }
 
-/// Pause between attempts after a transient failure while waiting.
-const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Pauses between claim attempts after a transient failure (etcd
+/// unreachable, a watch that broke). A fixed pause made every standby that
+/// lost etcd at the same moment retry in the same instant, for as long as
+/// the outage lasted; these grow from [`RetryPause::MIN`] by 2x to
+/// [`RetryPause::MAX`], each with up to as much again of random jitter
+/// (seeded per process), so standbys drift apart. A pause never runs past
+/// the caller's deadline.
+pub(crate) struct RetryPause {
+    delays: ExponentialBackoff,
+}
+
+impl RetryPause {
+    /// The first pause (before jitter).
+    pub(crate) const MIN: Duration = Duration::from_millis(100);
+    /// The longest pause (before jitter, which adds up to as much again).
+    pub(crate) const MAX: Duration = Duration::from_secs(2);
+
+    pub(crate) fn new() -> RetryPause {
+        let delays = ExponentialBuilder::new()
+            .with_min_delay(RetryPause::MIN)
+            .with_max_delay(RetryPause::MAX)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        RetryPause { delays }
+    }
+
+    /// The next pause, cut to end at `deadline`; `None` if less than
+    /// [`RetryPause::MIN`] is left, so the caller gives up.
+    pub(crate) fn next(&mut self, deadline: Instant) -> Option<Duration> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining <= RetryPause::MIN {
+            return None;
+        }
+        let pause = self.delays.next().unwrap_or(RetryPause::MAX);
+        Some(pause.min(remaining))
+    }
+
+    /// Starts over from the shortest pause, after progress.
+    pub(crate) fn reset(&mut self) {
+        *self = RetryPause::new();
+    }
+}
 
 /// Claims the log, per [`EtcdOptions::acquire`]. In wait mode, transient
-/// failures (etcd unreachable) are retried until the deadline.
+/// failures (etcd unreachable) are retried, after a [`RetryPause`], until
+/// the deadline.
 pub(crate) async fn acquire(etcd: &Etcd, keys: &KeyLayout, options: &EtcdOptions) -> Result<Claim> {
     let ttl = options.ttl_secs()?;
     let deadline = match options.acquire {
         Acquire::FailFast => None,
         Acquire::Wait(d) => Some(Instant::now() + d),
     };
-    let retry = |e: &Error| match deadline {
-        Some(d) => matches!(e, Error::Unavailable(_)) && Instant::now() + RETRY_PAUSE < d,
-        None => false,
+    let mut pause = RetryPause::new();
+    // The pause before retrying after `e`, or `None` to give up with it.
+    let retry = |pause: &mut RetryPause, e: &Error| match deadline {
+        Some(d) if matches!(e, Error::Unavailable(_)) => pause.next(d),
+        _ => None,
     };
     loop {
         let (holder, revision) = match try_claim(etcd, keys, options, ttl).await {
             Ok(Attempt::Claimed(c)) => return Ok(c),
             Ok(Attempt::Held { holder, revision }) => (holder, revision),
-            Err(e) if retry(&e) => {
-                debug!(log = keys.base(), error = %e, "claim failed; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            Err(e) => return Err(e),
+            Err(e) => match retry(&mut pause, &e) {
+                Some(p) => {
+                    debug!(log = keys.base(), error = %e, pause = ?p, "claim failed; retrying");
+                    tokio::time::sleep(p).await;
+                    continue;
+                }
+                None => return Err(e),
+            },
         };
         let Some(deadline) = deadline else {
             return Err(Error::Locked { holder });
         };
         debug!(log = keys.base(), %holder, "log is owned; waiting for a vacancy");
         match wait_vacant(etcd, keys, revision, deadline).await {
-            Ok(true) => {}
-            Ok(false) => {
+            // Progress: the next failure starts from the shortest pause.
+            Ok(Vacancy::Vacant) => pause.reset(),
+            Ok(Vacancy::WatchBroke) => {
+                // Not in a hot loop, and not in step with other standbys.
+                if let Some(p) = pause.next(deadline) {
+                    tokio::time::sleep(p).await;
+                }
+            }
+            Ok(Vacancy::TimedOut) => {
                 return Err(Error::Locked {
                     holder: format!("{holder}; still held after waiting"),
                 })
             }
-            Err(e) if retry(&e) => tokio::time::sleep(RETRY_PAUSE).await,
-            Err(e) => return Err(e),
+            Err(e) => match retry(&mut pause, &e) {
+                Some(p) => tokio::time::sleep(p).await,
+                None => return Err(e),
+            },
         }
     }
 }
@@ -191,18 +250,28 @@ async fn try_claim(
     Ok(Attempt::Held { holder, revision })
 }
 
+/// How [`wait_vacant`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Vacancy {
+    /// The owner key was deleted: try to claim it.
+    Vacant,
+    /// The watch broke or was cancelled before anything was seen: pause
+    /// (a [`RetryPause`]) and look again.
+    WatchBroke,
+    /// The deadline passed with the key still held.
+    TimedOut,
+}
+
 /// Waits until the owner key is deleted after `revision`, or `deadline`.
-/// Returns false on timeout. A broken watch returns true, so that the caller
-/// simply tries to claim again.
 pub(crate) async fn wait_vacant(
     etcd: &Etcd,
     keys: &KeyLayout,
     revision: i64,
     deadline: Instant,
-) -> Result<bool> {
+) -> Result<Vacancy> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
-        return Ok(false);
+        return Ok(Vacancy::TimedOut);
     }
     let mut watch_client = etcd.client.watch_client();
     let watch = tokio::time::timeout(
@@ -226,28 +295,71 @@ pub(crate) async fn wait_vacant(
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Ok(false);
+            return Ok(Vacancy::TimedOut);
         }
         match tokio::time::timeout(remaining, stream.message()).await {
-            Err(_) => return Ok(false),
+            Err(_) => return Ok(Vacancy::TimedOut),
             Ok(Ok(Some(resp))) => {
-                if resp.canceled() {
-                    return Ok(true);
-                }
                 if resp
                     .events()
                     .iter()
                     .any(|e| e.event_type() == EventType::Delete)
                 {
-                    return Ok(true);
+                    return Ok(Vacancy::Vacant);
+                }
+                if resp.canceled() {
+                    return Ok(Vacancy::WatchBroke);
                 }
             }
-            Ok(Ok(None)) | Ok(Err(_)) => {
-                // The watch broke: let the caller re-try the claim, but not
-                // in a hot loop.
-                tokio::time::sleep(Duration::from_millis(200).min(remaining)).await;
-                return Ok(true);
-            }
+            Ok(Ok(None)) | Ok(Err(_)) => return Ok(Vacancy::WatchBroke),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn retry_pauses_double_up_to_the_cap_with_jitter() {
+        let mut p = RetryPause::new();
+        let mut base = RetryPause::MIN;
+        for _ in 0..12 {
+            let d = p.next(far()).unwrap();
+            // Jitter adds up to as much again: [base, 2 * base).
+            assert!(d >= base && d < base * 2, "{d:?} for base {base:?}");
+            base = (base * 2).min(RetryPause::MAX);
+        }
+        assert_eq!(base, RetryPause::MAX);
+        p.reset();
+        let d = p.next(far()).unwrap();
+        assert!(d < RetryPause::MIN * 2, "{d:?} after reset");
+    }
+
+    /// Two standbys that start retrying together do not stay in step.
+    #[test]
+    fn retry_pauses_of_two_standbys_differ() {
+        let (mut a, mut b) = (RetryPause::new(), RetryPause::new());
+        let pa: Vec<Duration> = (0..8).map(|_| a.next(far()).unwrap()).collect();
+        let pb: Vec<Duration> = (0..8).map(|_| b.next(far()).unwrap()).collect();
+        assert_ne!(pa, pb);
+    }
+
+    #[test]
+    fn retry_pauses_end_at_the_deadline() {
+        let mut p = RetryPause::new();
+        for _ in 0..10 {
+            p.next(far());
+        }
+        let left = Duration::from_millis(700);
+        let d = p.next(Instant::now() + left).unwrap();
+        assert!(d <= left, "{d:?} runs past the deadline");
+        // Less than the shortest pause left: give up.
+        assert_eq!(p.next(Instant::now() + RetryPause::MIN / 2), None);
+        assert_eq!(p.next(Instant::now()), None);
     }
 }

@@ -101,14 +101,21 @@ impl EtcdReader {
     /// is vacant (another standby may still claim it first).
     pub async fn wait_vacant(&self, timeout: Duration) -> Result<bool> {
         let deadline = Instant::now() + timeout;
+        let mut pause = owner::RetryPause::new();
         loop {
             let resp = self.etcd.get("read owner", self.keys.owner(), None).await?;
             if resp.kvs().is_empty() {
                 return Ok(true);
             }
             let rev = resp.header().map_or(0, |h| h.revision());
-            if !owner::wait_vacant(&self.etcd, &self.keys, rev, deadline).await? {
-                return Ok(false);
+            match owner::wait_vacant(&self.etcd, &self.keys, rev, deadline).await? {
+                owner::Vacancy::Vacant => pause.reset(),
+                owner::Vacancy::WatchBroke => {
+                    if let Some(p) = pause.next(deadline) {
+                        tokio::time::sleep(p).await;
+                    }
+                }
+                owner::Vacancy::TimedOut => return Ok(false),
             }
         }
     }

@@ -104,3 +104,22 @@ pub use store::FsStore;
 
 /// The name of the lock file inside a log directory.
 pub const LOCK_FILE_NAME: &str = lock::LOCK_FILE_NAME;
+
+/// Whether `dir` holds a log: a segment file (`*.wal`, or a `*.wal.tmp`
+/// that a crash left behind) or the [lock file](LOCK_FILE_NAME) that every
+/// open of the log creates. Tools use it to tell a directory with no log
+/// (a mistyped path) from an empty log, which has the lock file. Fails if
+/// `dir` cannot be listed.
+pub fn holds_log(dir: &std::path::Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == LOCK_FILE_NAME
+            || name.ends_with(segment::SEGMENT_SUFFIX)
+            || name.ends_with(segment::TMP_SUFFIX)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -3,14 +3,12 @@
 //! the Wal controller's own thread (see `FsStore::blocking_io`).
 
 use std::{
-    collections::{hash_map::RandomState, VecDeque},
+    collections::VecDeque,
     fs::{File, OpenOptions},
-    hash::{BuildHasher, Hasher},
     io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use bytes::Bytes;
@@ -381,7 +379,7 @@ impl SegmentLog {
     /// directory synced, so a crash never leaves a half-made segment.
     fn create_segment(&mut self, first: Lsn) -> Result<(), Error> {
         let header = SegmentHeader {
-            id: new_segment_id(),
+            id: new_segment_id()?,
             first_lsn: first,
             prev_last_lsn: self.last_lsn().unwrap_or(Lsn::ZERO),
         };
@@ -793,14 +791,25 @@ fn tmp_path(segment: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A fresh random segment id: std's `RandomState` keys come from the OS's
-/// randomness; the clock and pid are mixed in for good measure.
-fn new_segment_id() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(nanos);
-    h.write_u32(std::process::id());
-    h.finish()
+/// A fresh random segment id from the OS's randomness. It only has to
+/// differ between segment files (it seeds every frame checksum, so frames
+/// left in a reused or preallocated file do not check out under a new
+/// header); any value, zero included, is valid in the format.
+fn new_segment_id() -> io::Result<u64> {
+    Ok(getrandom::u64()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    /// Ids come from the OS's randomness, not from a clock that two
+    /// segments created in the same tick would share.
+    #[test]
+    fn segment_ids_differ() {
+        let ids: HashSet<u64> = (0..1000)
+            .map(|_| super::new_segment_id().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 1000);
+    }
 }

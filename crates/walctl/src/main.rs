@@ -17,7 +17,14 @@
 //!
 //! Every command prints human-readable text by default and JSON with
 //! `--json` (one object, or one object per line for `dump`/`tail`). Errors
-//! are one line on stderr and exit code 1; usage errors exit 2.
+//! are one line on stderr and exit code 1; usage errors exit 2. A `--dir`
+//! that holds no log (no segment file `*.wal` and no `wal.lock`, or no such
+//! directory) is an error, not an empty report.
+//!
+//! Sizes in flags (`--size`, `--recovery-bytes`) are bytes, or a number with
+//! a unit: `KiB`, `MiB`, `GiB` are powers of 1024; `KB`, `MB`, `GB` and the
+//! bare `k`, `m`, `g` are powers of 1000 (case-insensitive). Reports print
+//! sizes in binary units.
 //!
 //! The backend is chosen by the target flags: `--dir` for a local directory
 //! (wal-fs); `--endpoints`/`--prefix`/`--name` (with `--cacert`, `--cert`,

@@ -201,12 +201,29 @@ impl TargetArgs {
         Ok(o)
     }
 
-    /// The directory, for commands that exist only for the file backend.
+    /// The log directory, for the file backend. It must hold a log
+    /// ([`wal_fs::holds_log`]: a segment file or the lock file): a mistyped
+    /// `--dir` is an error here, not an empty report.
     pub fn dir(&self) -> Result<PathBuf> {
         match self.resolve()? {
             Target::Dir(d) => {
                 if !d.is_dir() {
-                    bail!("{} is not a directory", d.display());
+                    if d.exists() {
+                        bail!("no log at {}: not a directory", d.display());
+                    }
+                    bail!(
+                        "no log at {}: not a directory (it does not exist)",
+                        d.display()
+                    );
+                }
+                let holds =
+                    wal_fs::holds_log(&d).with_context(|| format!("listing {}", d.display()))?;
+                if !holds {
+                    bail!(
+                        "no log at {}: the directory holds no segment files (*.wal) and no {}",
+                        d.display(),
+                        wal_fs::LOCK_FILE_NAME
+                    );
                 }
                 Ok(d)
             }

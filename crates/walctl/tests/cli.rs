@@ -187,7 +187,8 @@ fn dump_json_lines_parse_and_respect_the_range() {
     let out = stdout(&o);
     assert!(out.contains("checkpoint-begin"), "{out}");
     assert!(out.contains("checkpoint-commit"), "{out}");
-    assert!(out.contains(&hex(b"state-1")), "{out}");
+    // "state-1" in lower-case hex, spelled out rather than computed.
+    assert!(out.contains("73746174652d31"), "{out}");
     let o = run(&[
         "--dir",
         d(&dir),
@@ -202,10 +203,6 @@ fn dump_json_lines_parse_and_respect_the_range() {
     assert_eq!(stdout(&o), "entry-1entry-2");
     let o = run(&["--dir", d(&dir), "dump", "--format", "raw", "--json"]);
     assert_eq!(o.status.code(), Some(1));
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]
@@ -563,6 +560,67 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     assert!(stderr(&o).contains("--name"), "{}", stderr(&o));
     let o = run(&["--dir", "/tmp", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+/// A `--dir` that holds no log is an error for every command that reads a
+/// log, not an empty report that passes for a clean, empty log.
+#[test]
+fn a_directory_without_a_log_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let stray = tmp.path().join("stray");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("notes.txt"), "not a log").unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let missing = tmp.path().join("missing");
+    let commands: [&[&str]; 7] = [
+        &["inspect"],
+        &["inspect", "--json"],
+        &["verify"],
+        &["verify", "--json"],
+        &["tail", "-n", "5"],
+        &["repair"],
+        &["dump"],
+    ];
+    for (dir, why) in [
+        (&empty, "holds no segment files"),
+        (&stray, "holds no segment files"),
+        (&file, "not a directory"),
+        (&missing, "not a directory (it does not exist)"),
+    ] {
+        for cmd in commands {
+            let mut args = vec!["--dir", d(dir)];
+            args.extend_from_slice(cmd);
+            let o = run(&args);
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert_eq!(stdout(&o), "", "{args:?} printed a report");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            assert!(err.contains("no log at"), "{args:?}: {err}");
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+    }
+    // `repair --yes` changes nothing there.
+    let o = run(&["--dir", d(&empty), "repair", "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+/// A log opened once and closed without an entry is a log (it has the lock
+/// file): an empty report, exit 0.
+#[test]
+fn an_empty_log_is_not_an_error() {
+    let (_t, dir) = log_dir();
+    write_data(&dir, 0, FsOptions::default());
+    assert!(segments(&dir).is_empty(), "{:?}", segments(&dir));
+    let o = run(&["--dir", d(&dir), "verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["--dir", d(&dir), "inspect", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["segments"].as_array().map(Vec::len), Some(0), "{v}");
 }
 
 /// `--help` never echoes a value read from the environment: the endpoints

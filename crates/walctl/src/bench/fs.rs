@@ -32,7 +32,7 @@ pub struct Args {
     /// Concurrent writers (tokio tasks for the Wal, threads for okaywal).
     #[arg(long, default_value_t = 1)]
     pub writers: usize,
-    /// Payload bytes per entry (e.g. 128, 64KiB).
+    /// Payload bytes per entry (e.g. 128, 64KiB; KiB = 1024, KB = 1000).
     #[arg(long, value_parser = parse_size, default_value = "128")]
     pub size: u64,
     /// Entries per system, across all writers (default 10000 unless

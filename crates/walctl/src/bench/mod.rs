@@ -24,7 +24,7 @@ mod raw;
 mod recovery;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -51,30 +51,25 @@ pub fn run(target: &TargetArgs, json: bool, cmd: BenchCommand) -> Result<u8> {
     }
 }
 
-/// A fresh directory for one benchmark run, removed when dropped.
+/// A fresh directory for one benchmark run (`walctl-bench-*` under the
+/// base directory), removed when dropped.
 pub struct WorkDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl WorkDir {
     /// The directory.
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
 }
 
 fn work_dir(target: &TargetArgs) -> Result<WorkDir> {
     let base = target.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let path = base.join(format!("walctl-bench-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-    Ok(WorkDir { path })
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("walctl-bench-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a work directory in {}", base.display()))?;
+    Ok(WorkDir { dir })
 }

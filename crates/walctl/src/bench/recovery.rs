@@ -27,10 +27,11 @@ use crate::output::{self, parse_size};
 /// `bench recovery` flags.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Payload bytes to write before recovering (e.g. 256MiB, 1GiB).
+    /// Payload bytes to write before recovering (e.g. 256MiB, 1GiB; KiB =
+    /// 1024, KB = 1000).
     #[arg(long, value_parser = parse_size, default_value = "256MiB")]
     pub recovery_bytes: u64,
-    /// Payload bytes per entry.
+    /// Payload bytes per entry (KiB = 1024, KB = 1000).
     #[arg(long, value_parser = parse_size, default_value = "1KiB")]
     pub size: u64,
     /// Drop the page cache before each read (root only), for cold reads.
