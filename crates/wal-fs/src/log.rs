@@ -465,14 +465,18 @@ impl SegmentLog {
     /// Deletes whole segments whose records are all below `lsn`, oldest
     /// first, never the last one.
     pub(crate) fn remove_before(&mut self, lsn: Lsn) -> Result<StoreState, Error> {
+        let removable = |log: &Self| log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn;
+        if !removable(self) {
+            // Nothing to delete: readers are not held up for nothing.
+            self.check_usable()?;
+            return Ok(self.state());
+        }
         self.relayout(|log| {
-            if log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
-                // What justifies the deletion (a checkpoint's commit marker,
-                // the records kept) must be durable before the deletion can
-                // be: in SyncMode::None it may be in the page cache only.
-                log.sync_active()?;
-            }
-            while log.segments.len() > 1 && log.segments[1].first_lsn() <= lsn {
+            // What justifies the deletion (a checkpoint's commit marker, the
+            // records kept) must be durable before the deletion can be: in
+            // SyncMode::None it may be in the page cache only.
+            log.sync_active()?;
+            while removable(log) {
                 let path = log.segments[0].path.clone();
                 log.io.remove_file(&path)?;
                 // One directory sync per deletion: were several deletions
