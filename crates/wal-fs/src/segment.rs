@@ -144,8 +144,11 @@ impl FrameReader {
         limit: u64,
     ) -> io::Result<FrameReader> {
         file.seek(SeekFrom::Start(from))?;
+        // A buffer no bigger than the range: a point read or a short tail
+        // does not allocate (and fault in) 256 KiB.
+        let range = usize::try_from(limit.saturating_sub(from)).unwrap_or(usize::MAX);
         Ok(FrameReader {
-            reader: BufReader::with_capacity(256 << 10, file),
+            reader: BufReader::with_capacity(range.clamp(4 << 10, 256 << 10), file),
             pos: from,
             limit,
             segment_id,
