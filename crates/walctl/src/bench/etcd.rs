@@ -24,10 +24,7 @@
 //! end, also when a run fails.
 
 use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -236,25 +233,18 @@ where
     F: Fn(S, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = (S, Result<()>)> + Send,
 {
-    let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let (count, deadline) = match amount {
-        Amount::Count(c) => (Some(c), None),
-        Amount::Seconds(s) => (None, Some(start + Duration::from_secs_f64(s))),
-    };
+    let budget = Arc::new(match amount {
+        Amount::Count(c) => stats::Budget::new(Some(c), None),
+        Amount::Seconds(s) => stats::Budget::new(None, Some(s)),
+    });
     let tasks: Vec<_> = states
         .into_iter()
         .map(|mut state| {
-            let (next, op) = (next.clone(), op.clone());
+            let (budget, op) = (budget.clone(), op.clone());
             tokio::spawn(async move {
                 let mut h = stats::histogram()?;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if count.is_some_and(|c| i >= c)
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                    {
-                        break;
-                    }
+                while let Some(i) = budget.take() {
                     let t = Instant::now();
                     let (s, r) = op(state, i).await;
                     state = s;

@@ -6,10 +6,10 @@ use std::{
     io::Read,
     path::Path,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{bail, Context, Result};
@@ -249,7 +249,6 @@ fn wal_run(
             .await
             .context("opening the wal")?;
         let payload = Bytes::from(vec![0x3cu8; usize::try_from(size).context("size")?]);
-        let next = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let reader = with_reader.then(|| {
             let (wal, done) = (wal.clone(), done.clone());
@@ -269,19 +268,13 @@ fn wal_run(
             })
         });
         let start = Instant::now();
-        let deadline = seconds.map(|s| start + Duration::from_secs_f64(s));
+        let budget = Arc::new(stats::Budget::new(count, seconds));
         let tasks: Vec<_> = (0..writers)
             .map(|_| {
-                let (wal, payload, next) = (wal.clone(), payload.clone(), next.clone());
+                let (wal, payload, budget) = (wal.clone(), payload.clone(), budget.clone());
                 tokio::spawn(async move {
                     let mut h = stats::histogram()?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if count.is_some_and(|c| i >= c)
-                            || deadline.is_some_and(|d| Instant::now() >= d)
-                        {
-                            break;
-                        }
+                    while budget.take().is_some() {
                         let t = Instant::now();
                         wal.append(payload.clone()).await.context("append")?;
                         stats::record(&mut h, t.elapsed());
@@ -329,22 +322,15 @@ fn blocking_run(dir: &Path, args: &Args, count: Option<u64>) -> Result<Row> {
     let (wal, _recovery) =
         BlockingWal::open(store, WalOptions::default()).context("opening the wal")?;
     let payload = Bytes::from(vec![0x3cu8; usize::try_from(args.size).context("size")?]);
-    let next = AtomicU64::new(0);
     let start = Instant::now();
-    let deadline = args.seconds.map(|s| start + Duration::from_secs_f64(s));
+    let budget = stats::Budget::new(count, args.seconds);
     let total = std::thread::scope(|s| {
         let threads: Vec<_> = (0..args.writers)
             .map(|_| {
-                let (wal, payload, next) = (&wal, &payload, &next);
+                let (wal, payload, budget) = (&wal, &payload, &budget);
                 s.spawn(move || {
                     let mut h = stats::histogram()?;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if count.is_some_and(|c| i >= c)
-                            || deadline.is_some_and(|d| Instant::now() >= d)
-                        {
-                            break;
-                        }
+                    while budget.take().is_some() {
                         let t = Instant::now();
                         wal.append(payload.clone()).context("append")?;
                         stats::record(&mut h, t.elapsed());

@@ -2,15 +2,7 @@
 //! committing each one durably (`EntryWriter::commit`), okaywal's default
 //! configuration.
 
-use std::{
-    io,
-    path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{io, path::Path, sync::Arc, time::Instant};
 
 use anyhow::{anyhow, Context, Result};
 use okaywal::{Entry, EntryId, LogManager, SegmentReader, WriteAheadLog};
@@ -47,21 +39,14 @@ pub fn run(
     let path = dir.join("okaywal");
     let log = WriteAheadLog::recover(&path, Discard).context("opening okaywal")?;
     let payload: Arc<Vec<u8>> = Arc::new(vec![0x5au8; usize::try_from(size).context("size")?]);
-    let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let deadline = seconds.map(|s| start + Duration::from_secs_f64(s));
+    let budget = Arc::new(stats::Budget::new(count, seconds));
     let handles: Vec<_> = (0..writers)
         .map(|_| {
-            let (log, payload, next) = (log.clone(), payload.clone(), next.clone());
+            let (log, payload, budget) = (log.clone(), payload.clone(), budget.clone());
             std::thread::spawn(move || -> Result<_> {
                 let mut h = stats::histogram()?;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if count.is_some_and(|c| i >= c)
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                    {
-                        break;
-                    }
+                while budget.take().is_some() {
                     let t = Instant::now();
                     let mut entry = log.begin_entry().context("okaywal begin_entry")?;
                     entry.write_chunk(&payload).context("okaywal write_chunk")?;

@@ -1,10 +1,41 @@
-//! Latency histograms and result rows.
+//! Latency histograms, result rows, and the work a run's writers share.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+/// The work a run's writers share: a number of entries, or until a
+/// deadline (counted from when the budget is made).
+#[derive(Debug)]
+pub struct Budget {
+    next: AtomicU64,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// `count` entries, or (without one) `seconds` from now.
+    pub fn new(count: Option<u64>, seconds: Option<f64>) -> Budget {
+        Budget {
+            next: AtomicU64::new(0),
+            count,
+            deadline: seconds.map(|s| Instant::now() + Duration::from_secs_f64(s)),
+        }
+    }
+
+    /// Claims the next entry: its index, or `None` once the budget is spent.
+    pub fn take(&self) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let spent = self.count.is_some_and(|c| i >= c)
+            || self.deadline.is_some_and(|d| Instant::now() >= d);
+        (!spent).then_some(i)
+    }
+}
 
 /// A latency histogram in microseconds, 1 us to 100 s, 3 significant digits.
 pub fn histogram() -> Result<Histogram<u64>> {
