@@ -16,10 +16,16 @@ use wal_etcd::{
     EtcdStore,
 };
 
-const QUOTA: usize = 3 << 20;
+const QUOTA: usize = 16 << 20;
 const WRITERS: usize = 8;
 const FILLER: usize = 16 << 10;
-const BALLAST_VALUES: usize = 16; // of 128 KiB each: 2 MiB of the 3 MiB quota
+const BALLAST_VALUE: usize = 128 << 10;
+/// 13 MiB of the 16 MiB quota. etcd refreshes the size its quota check uses
+/// only when its backend commits (every 100 ms), so the writers overshoot
+/// the quota by whatever they land in that window (about 1.5 MiB was seen);
+/// the margin left after the ballast is deleted must hold all of it, or the
+/// reopen's lease grant is refused NOSPACE too.
+const BALLAST_VALUES: usize = 104;
 
 fn payload(name: &str, i: usize) -> String {
     format!("{name}-{i}:{}", "x".repeat(FILLER))
@@ -95,12 +101,28 @@ async fn append_crossing_the_space_quota_reports_the_truth() {
     wait_ready(&eps, Duration::from_secs(60)).await;
     let mut op = support::operator(&eps).await;
     // Ballast the operator deletes afterwards, so there is room to reopen:
-    // two thirds of the quota, so that what the writers fill (and what
-    // stays live after compaction and defragmentation) is well below it.
+    // most of the quota, so that what the writers fill (and what stays live
+    // after compaction and defragmentation) is well below it.
     for i in 0..BALLAST_VALUES {
-        op.put(format!("/ballast/{i}"), vec![b'b'; 128 << 10], None)
+        op.put(format!("/ballast/{i}"), vec![b'b'; BALLAST_VALUE], None)
             .await
             .unwrap();
+    }
+    // The quota check sees the ballast only once the backend has committed
+    // it: wait until the reported db size holds it, so that the writers'
+    // overshoot is bounded by what they write, not by the ballast too.
+    let ballast = (BALLAST_VALUES * BALLAST_VALUE) as i64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let size = op.status().await.unwrap().db_size();
+        if size >= ballast {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the ballast ({ballast} B) never showed in the db size ({size} B)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let t0 = Instant::now();
