@@ -31,7 +31,7 @@
 //! # }
 //! ```
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, ops::RangeInclusive, sync::Arc};
 
 use bytes::Bytes;
 use futures::{stream::BoxStream, StreamExt};
@@ -98,6 +98,16 @@ impl BlockingWal {
         P: Into<Bytes>,
     {
         self.run(self.wal.append_batch(payloads))
+    }
+
+    /// [`Wal::submit_batch`]: the batch's Lsns now, durability later
+    /// ([`wait`](Self::wait)).
+    pub fn submit_batch<I, P>(&self, payloads: I) -> Result<(RangeInclusive<Lsn>, Completion)>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Bytes>,
+    {
+        self.run(self.wal.submit_batch(payloads))
     }
 
     /// [`Wal::submit`]: the Lsn now, durability later ([`wait`](Self::wait)).

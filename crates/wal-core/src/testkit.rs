@@ -38,6 +38,7 @@ pub const CHECKS: &[&str] = &[
     "ordering",
     "concurrent_appends",
     "atomic_batch",
+    "pipelined_batches",
     "recovery_without_checkpoint",
     "checkpoint_commit",
     "checkpoint_abort",
@@ -60,7 +61,8 @@ pub const CHECKS: &[&str] = &[
 macro_rules! conformance_tests {
     ($make:path) => {
         $crate::conformance_tests!(@each $make;
-            ordering, concurrent_appends, atomic_batch, recovery_without_checkpoint,
+            ordering, concurrent_appends, atomic_batch, pipelined_batches,
+            recovery_without_checkpoint,
             checkpoint_commit, checkpoint_abort, checkpoint_crash_before_commit,
             several_checkpoints, checkpoint_in_progress, trim, truncate,
             reopen_after_close, second_opener_locked, oversize_entry, reads_at_bounds,
@@ -239,6 +241,68 @@ pub async fn atomic_batch<F: StoreFactory>(f: &F) {
         data(&["before", "b0", "b1", "b2", "b3", "b4"])
     );
     assert_eq!(rec[1].lsn, lsns[0]);
+    wal.close().await.unwrap();
+}
+
+/// Batches submitted without waiting ([`Wal::submit_batch`]) get
+/// consecutive Lsn ranges in submission order, interleave correctly with
+/// single submits, complete in order, refuse empty and oversized batches up
+/// front, and survive a crash whole once their completions resolved.
+pub async fn pipelined_batches<F: StoreFactory>(f: &F) {
+    let (wal, _) = open(f).await;
+    assert!(
+        matches!(
+            wal.submit_batch(Vec::<Bytes>::new()).await,
+            Err(Error::InvalidArgument(_))
+        ),
+        "an empty batch is refused"
+    );
+    let too_big = Bytes::from(vec![b'x'; wal.max_entry_bytes() + 1]);
+    assert!(
+        matches!(
+            wal.submit_batch([Bytes::from_static(b"ok"), too_big]).await,
+            Err(Error::EntryTooLarge { .. })
+        ),
+        "an oversized entry refuses the whole batch"
+    );
+    let mut ranges = Vec::new();
+    let mut done = Vec::new();
+    let mut want = Vec::new();
+    for b in 0..8 {
+        let items: Vec<String> = (0..=b % 3).map(|i| format!("p{b}-{i}")).collect();
+        let (range, completion) = wal.submit_batch(items.clone()).await.unwrap();
+        assert_eq!(
+            range.end().get() - range.start().get() + 1,
+            items.len() as u64,
+            "one Lsn per entry"
+        );
+        want.extend(items);
+        let (single, c) = wal.submit(format!("s{b}")).await.unwrap();
+        want.push(format!("s{b}"));
+        ranges.push(range.clone());
+        done.push((c, single));
+        done.push((completion, *range.end()));
+        ranges.push(single..=single);
+    }
+    // A completion resolves to the batch's last Lsn; every range follows the
+    // one submitted before it.
+    let mut lsns: Vec<Lsn> = ranges.iter().flat_map(|r| [*r.start(), *r.end()]).collect();
+    lsns.dedup();
+    assert!(
+        lsns.windows(2).all(|w| w[0] < w[1]),
+        "ranges in order: {ranges:?}"
+    );
+    for w in ranges.windows(2) {
+        assert_eq!(*w[1].start(), w[0].end().next(), "ranges are dense");
+    }
+    for (c, lsn) in done {
+        assert_eq!(c.await.unwrap(), lsn);
+    }
+    crash(f, wal).await;
+    let (wal, rec) = open(f).await;
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(payloads(&rec), data(&want));
+    assert_eq!(rec[0].lsn, *ranges[0].start());
     wal.close().await.unwrap();
 }
 

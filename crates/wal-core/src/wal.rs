@@ -2,6 +2,7 @@
 
 use std::{
     future::Future,
+    ops::RangeInclusive,
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -99,6 +100,14 @@ impl Completion {
             status,
             stopped: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion")
+            .field("controller_stopped", &self.stopped.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -221,8 +230,70 @@ impl Wal {
     /// Appends entries atomically: after a crash all or none of them are
     /// recovered. Returns their Lsns (consecutive) once durable. A batch that
     /// would pass [`Lsn::LAST`] is refused whole with
-    /// [`Error::LsnExhausted`].
+    /// [`Error::LsnExhausted`]. An empty batch appends nothing and returns no
+    /// Lsns.
     pub async fn append_batch<I, P>(&self, payloads: I) -> Result<Vec<Lsn>>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Bytes>,
+    {
+        let items = self.batch_items(payloads)?;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (first, last, done) = self.enqueue(items).await?;
+        done.await?;
+        Ok((first.get()..=last.get()).map(Lsn).collect())
+    }
+
+    /// Queues entries as one atomic batch and returns their Lsns at once,
+    /// with a future that resolves when the whole batch is durable: the
+    /// pipelined form of [`append_batch`](Self::append_batch), for callers
+    /// (a Raft log, a replication stream) that keep several batches in
+    /// flight. After a crash all or none of the batch is recovered; it is
+    /// ordered after everything submitted before it, and its completion
+    /// resolves after theirs. Waits only if the queue is full
+    /// (backpressure).
+    ///
+    /// Errors before anything is queued: [`Error::InvalidArgument`] for an
+    /// empty batch (it would have no Lsn range), [`Error::EntryTooLarge`] for
+    /// an entry over [`max_entry_bytes`](Self::max_entry_bytes) or a batch
+    /// over the store's largest atomic append, [`Error::LsnExhausted`] for a
+    /// batch that would pass [`Lsn::LAST`].
+    ///
+    /// ```
+    /// use wal_core::{MemStore, Wal, WalOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> wal_core::Result<()> {
+    /// let (wal, _) = Wal::open(MemStore::new(), WalOptions::default()).await?;
+    /// let (first, a) = wal.submit_batch(["x1", "x2"]).await?;
+    /// let (second, b) = wal.submit_batch(["y1"]).await?;
+    /// assert_eq!(*second.start(), first.end().next());
+    /// assert_eq!(a.await?, *first.end());
+    /// assert_eq!(b.await?, *second.end());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit_batch<I, P>(&self, payloads: I) -> Result<(RangeInclusive<Lsn>, Completion)>
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<Bytes>,
+    {
+        let items = self.batch_items(payloads)?;
+        if items.is_empty() {
+            return Err(Error::InvalidArgument(
+                "submit_batch: an empty batch has no Lsns".into(),
+            ));
+        }
+        let (first, last, done) = self.enqueue(items).await?;
+        Ok((first..=last, done))
+    }
+
+    /// The checks every atomic batch passes before it is queued: each entry
+    /// within [`max_entry_bytes`](Self::max_entry_bytes), the whole within
+    /// the store's largest atomic append.
+    fn batch_items<I, P>(&self, payloads: I) -> Result<Vec<(RecordKind, Bytes)>>
     where
         I: IntoIterator<Item = P>,
         P: Into<Bytes>,
@@ -235,18 +306,13 @@ impl Wal {
             total += p.len();
             items.push((RecordKind::Data, p));
         }
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
         if total > self.inner.max_append_bytes {
             return Err(Error::EntryTooLarge {
                 size: total,
                 max: self.inner.max_append_bytes,
             });
         }
-        let (first, last, done) = self.enqueue(items).await?;
-        done.await?;
-        Ok((first.get()..=last.get()).map(Lsn).collect())
+        Ok(items)
     }
 
     /// The largest payload one entry may carry, in bytes: the smaller of

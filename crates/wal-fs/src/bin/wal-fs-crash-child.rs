@@ -4,7 +4,7 @@
 //!
 //! Opens the log in `<dir>` with small segments and the given sync mode, and
 //! runs the whole API forever: bursts of pipelined single entries, atomic
-//! batches, checkpoints (committed, aborted, dropped), trims, truncates and,
+//! batches (awaited and pipelined), checkpoints (committed, aborted, dropped), trims, truncates and,
 //! in `none` mode, explicit syncs, with self-checking payloads
 //! (`tests/support/payload.rs`). After each acknowledgement it prints one
 //! line and flushes it:
@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     say(&format!("D {seq} {lsn}"))?;
                 }
             }
-            6..=8 => {
+            6 => {
                 let n = 2 + gen.below(6) as u32;
                 let group = gen.seq;
                 let items: Vec<Vec<u8>> =
@@ -128,6 +128,24 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 let lsns = wal.append_batch(items).await?;
                 let first = lsns.first().ok_or("empty batch")?;
                 say(&format!("B {group} {n} {first}"))?;
+            }
+            7 | 8 => {
+                // Atomic batches pipelined: up to three submitted before the
+                // first is awaited, each acknowledged once its completion
+                // resolves.
+                let mut pending = Vec::new();
+                for _ in 0..1 + gen.below(3) {
+                    let n = 2 + gen.below(6) as u32;
+                    let group = gen.seq;
+                    let items: Vec<Vec<u8>> =
+                        (0..n).map(|i| gen.payload(b'D', group, i, n).1).collect();
+                    let (lsns, done) = wal.submit_batch(items).await?;
+                    pending.push((group, n, *lsns.start(), done));
+                }
+                for (group, n, first, done) in pending {
+                    done.await?;
+                    say(&format!("B {group} {n} {first}"))?;
+                }
             }
             9 | 10 => {
                 let last = wal.last_lsn().map_or(0, Lsn::get);
