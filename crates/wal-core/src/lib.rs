@@ -56,5 +56,5 @@ pub use mem::{MemFault, MemStore};
 pub use options::WalOptions;
 pub use record::{Entry, EntryKind, Record, RecordKind};
 pub use recovery::Recovery;
-pub use store::{FailureSignal, ReadLimit, StoreReader, StoreState, WalStore};
+pub use store::{check_append, FailureSignal, ReadLimit, StoreReader, StoreState, WalStore};
 pub use wal::{Completion, Wal};

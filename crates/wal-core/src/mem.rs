@@ -178,22 +178,7 @@ impl WalStore for MemStore {
             .position(|(at, _)| *at == n)
             .map(|i| s.faults.remove(i).1);
         let last = s.durable.keys().next_back().copied().unwrap_or(Lsn::ZERO);
-        let mut prev = last;
-        for r in records {
-            if r.lsn <= prev {
-                return Err(Error::InvalidArgument(format!(
-                    "append out of order: lsn {} after {prev}",
-                    r.lsn
-                )));
-            }
-            if r.payload.len() > self.max_payload {
-                return Err(Error::EntryTooLarge {
-                    size: r.payload.len(),
-                    max: self.max_payload,
-                });
-            }
-            prev = r.lsn;
-        }
+        crate::store::check_append(records, last, self.max_payload, usize::MAX)?;
         let io =
             |what: &str| Error::from(std::io::Error::other(format!("injected {what} failure")));
         match fault {

@@ -36,6 +36,57 @@ impl Default for ReadLimit {
     }
 }
 
+/// The checks every [`WalStore::append`] makes before it writes a byte, in
+/// one place for every backend: each record's Lsn above `after` (the last
+/// Lsn the store holds or has ever handed out) and above the record before
+/// it, each payload at most `max_entry` bytes, and all payloads together at
+/// most `max_append` bytes. Returns the total payload bytes.
+///
+/// Errors: [`Error::InvalidArgument`] for an Lsn out of order (a bug in the
+/// caller: the Wal never sends one), [`Error::EntryTooLarge`] for a payload
+/// or a batch over its limit. Nothing is written when this fails.
+///
+/// ```
+/// use wal_core::{check_append, Error, Lsn, Record, RecordKind};
+/// let r = |lsn, p: &'static str| Record::new(Lsn(lsn), RecordKind::Data, p);
+/// assert_eq!(check_append(&[r(3, "ab"), r(4, "c")], Lsn(2), 8, 8).unwrap(), 3);
+/// assert!(matches!(check_append(&[r(2, "x")], Lsn(2), 8, 8), Err(Error::InvalidArgument(_))));
+/// assert!(matches!(check_append(&[r(3, "too long")], Lsn(2), 4, 8), Err(Error::EntryTooLarge { .. })));
+/// assert!(matches!(check_append(&[r(3, "abc"), r(4, "abc")], Lsn(2), 4, 5), Err(Error::EntryTooLarge { .. })));
+/// ```
+pub fn check_append(
+    records: &[Record],
+    after: Lsn,
+    max_entry: usize,
+    max_append: usize,
+) -> Result<usize> {
+    let mut prev = after;
+    let mut total = 0usize;
+    for r in records {
+        if r.lsn <= prev {
+            return Err(Error::InvalidArgument(format!(
+                "append out of order: lsn {} after {prev}",
+                r.lsn
+            )));
+        }
+        if r.payload.len() > max_entry {
+            return Err(Error::EntryTooLarge {
+                size: r.payload.len(),
+                max: max_entry,
+            });
+        }
+        total = total.saturating_add(r.payload.len());
+        prev = r.lsn;
+    }
+    if total > max_append {
+        return Err(Error::EntryTooLarge {
+            size: total,
+            max: max_append,
+        });
+    }
+    Ok(total)
+}
+
 /// A future that resolves if the store loses its ability to write (e.g. an
 /// etcd lease expired). See [`WalStore::failure_signal`].
 pub type FailureSignal = BoxFuture<'static, Error>;

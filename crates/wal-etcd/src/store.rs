@@ -724,31 +724,12 @@ impl EtcdStore {
         let Some(last) = records.last().map(|r| r.lsn) else {
             return Ok(());
         };
-        let max = self.options.limits.max_payload_bytes;
-        let mut prev = owned.last.unwrap_or(Lsn::ZERO).max(owned.head);
-        let mut total = 0usize;
-        for r in records {
-            if r.lsn <= prev {
-                return Err(Error::InvalidArgument(format!(
-                    "append out of order: lsn {} after {prev}",
-                    r.lsn
-                )));
-            }
-            if r.payload.len() > max {
-                return Err(Error::EntryTooLarge {
-                    size: r.payload.len(),
-                    max,
-                });
-            }
-            total += r.payload.len();
-            prev = r.lsn;
-        }
-        if total > self.options.limits.max_append_bytes {
-            return Err(Error::EntryTooLarge {
-                size: total,
-                max: self.options.limits.max_append_bytes,
-            });
-        }
+        wal_core::check_append(
+            records,
+            owned.last.unwrap_or(Lsn::ZERO).max(owned.head),
+            self.options.limits.max_payload_bytes,
+            self.options.limits.max_append_bytes,
+        )?;
         let keys = owned.keys.clone();
         let groups = self.split(&keys, self.encode(&keys, records));
         let first = records.first().map(|r| r.lsn);

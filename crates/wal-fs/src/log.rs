@@ -282,32 +282,13 @@ impl SegmentLog {
         let Some(first) = records.first() else {
             return Ok(());
         };
-        let mut prev = self.last_lsn().unwrap_or(Lsn::ZERO);
-        let mut payload_bytes = 0usize;
-        let mut size = 0u64;
-        for r in records {
-            if r.lsn <= prev {
-                return Err(Error::InvalidArgument(format!(
-                    "append out of order: lsn {} after {prev}",
-                    r.lsn
-                )));
-            }
-            if r.payload.len() > self.opts.max_entry_bytes {
-                return Err(Error::EntryTooLarge {
-                    size: r.payload.len(),
-                    max: self.opts.max_entry_bytes,
-                });
-            }
-            prev = r.lsn;
-            payload_bytes = payload_bytes.saturating_add(r.payload.len());
-            size += frame_len(r.payload.len());
-        }
-        if payload_bytes > self.opts.max_batch_bytes {
-            return Err(Error::EntryTooLarge {
-                size: payload_bytes,
-                max: self.opts.max_batch_bytes,
-            });
-        }
+        wal_core::check_append(
+            records,
+            self.last_lsn().unwrap_or(Lsn::ZERO),
+            self.opts.max_entry_bytes,
+            self.opts.max_batch_bytes,
+        )?;
+        let size = records.iter().map(|r| frame_len(r.payload.len())).sum();
         let first_lsn = first.lsn;
         self.mutate(|log| log.write_batch(records, first_lsn, size))?;
         // Readers see the batch only now: written and (in EveryBatch) synced.
