@@ -97,7 +97,9 @@ pub enum Error {
         /// How many records the refused write needed.
         requested: u64,
     },
-    /// The Wal was closed.
+    /// The Wal was closed; from a store, the handle is closed or was never
+    /// opened (every backend answers this, never `Fenced`, which means
+    /// another writer took the log).
     #[error("the wal is closed")]
     Closed,
     /// Only one checkpoint may be open at a time.

@@ -100,9 +100,10 @@ impl MemStore {
         let s = self.lock();
         match self.opened {
             Some(g) if s.owner == Some(g) => Ok(s),
-            _ => Err(Error::Fenced {
+            Some(_) => Err(Error::Fenced {
                 reason: "memstore handle no longer owns the log".into(),
             }),
+            None => Err(Error::Closed),
         }
     }
 }

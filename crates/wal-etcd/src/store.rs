@@ -55,6 +55,9 @@ pub struct EtcdStore {
     client: Option<Client>,
     etcd: Option<Etcd>,
     owned: Option<Owned>,
+    /// Why ownership was given up after a failed mutation, until the next
+    /// open.
+    abandoned: Option<Error>,
 }
 
 /// State of a store that owns its log.
@@ -180,6 +183,7 @@ impl EtcdStore {
             client: None,
             etcd: None,
             owned: None,
+            abandoned: None,
         }
     }
 
@@ -191,6 +195,7 @@ impl EtcdStore {
             client: Some(client),
             etcd: None,
             owned: None,
+            abandoned: None,
         }
     }
 
@@ -218,9 +223,13 @@ impl EtcdStore {
                 }
                 Ok((e, o))
             }
-            _ => Err(Error::Fenced {
-                reason: "the store is not open".into(),
+            // Gave the log up after a failed mutation: say why, never
+            // "closed" (the caller did not close it).
+            _ if self.abandoned.is_some() => Err(Error::Poisoned {
+                cause: Arc::new(self.abandoned.clone().unwrap_or(Error::Closed)),
             }),
+            // Never opened, or closed: the same answer as every backend's.
+            _ => Err(Error::Closed),
         }
     }
 
@@ -628,6 +637,7 @@ impl WalStore for EtcdStore {
                 // record up to it is gone.
                 let state = owned.state();
                 self.owned = Some(owned);
+                self.abandoned = None;
                 Ok(state)
             }
             Err(e) => {
@@ -715,6 +725,7 @@ impl EtcdStore {
                 warn!(log = o.keys.base(), error = %e, "mutation failed; releasing ownership");
             }
             self.release().await;
+            self.abandoned = Some(e.clone());
         }
         r
     }

@@ -43,3 +43,12 @@ async fn request_timeout_not_shorter_than_the_lease_is_refused() {
         );
     }
 }
+
+/// A store used before it is opened answers `Closed`, as every backend
+/// does; `Fenced` would say another writer took the log.
+#[tokio::test]
+async fn a_store_never_opened_is_closed_not_fenced() {
+    let mut store = EtcdStore::new(opts("/wal/", "never"));
+    let r = wal_core::Record::new(wal_core::Lsn(1), wal_core::RecordKind::Data, "x");
+    assert!(matches!(store.append(&[r]).await, Err(Error::Closed)));
+}
