@@ -30,7 +30,17 @@ pub(crate) struct WriteOp {
 }
 
 pub(crate) enum Op {
+    /// Records to append; consecutive writes are batched.
     Write(WriteOp),
+    /// Everything else but close: run between batches, one at a time.
+    Maintenance(Maintenance),
+    Close {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// The ops that [`Controller::execute`] runs between batches.
+pub(crate) enum Maintenance {
     Read {
         from: Lsn,
         limit: ReadLimit,
@@ -46,9 +56,6 @@ pub(crate) enum Op {
         reply: oneshot::Sender<Result<Lsn>>,
     },
     Sync {
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Close {
         reply: oneshot::Sender<Result<()>>,
     },
 }
@@ -174,21 +181,34 @@ impl Status {
 }
 
 pub(crate) struct Controller<S> {
-    pub store: S,
-    pub rx: mpsc::UnboundedReceiver<Op>,
-    pub status: Arc<Status>,
+    store: S,
+    rx: mpsc::UnboundedReceiver<Op>,
+    status: Arc<Status>,
+    checkpoints: CheckpointTracker,
+    failure: Option<FailureSignal>,
+    max_batch_bytes: usize,
+    max_batch_records: usize,
+    /// Checkpoint cleanup postponed while a recovery stream was live.
+    deferred_cleanup: Option<Lsn>,
+    /// The lowest Lsn the recovery stream reads (its checkpoint's begin).
+    recovery_floor: Lsn,
+    /// True if the controller runs on a thread of its own (blocking store).
+    own_thread: bool,
+    /// Ops in the previous batch.
+    last_batch_ops: usize,
+}
+
+/// What a controller needs besides its store and its op queue.
+pub(crate) struct ControllerConfig {
+    /// Checkpoint state as the open scan left it.
     pub checkpoints: CheckpointTracker,
+    /// The store's loss-of-ownership signal, if it has one.
     pub failure: Option<FailureSignal>,
+    /// Caps of one batch (each at least 1).
     pub max_batch_bytes: usize,
     pub max_batch_records: usize,
-    /// Checkpoint cleanup postponed while a recovery stream was live.
-    pub deferred_cleanup: Option<Lsn>,
-    /// The lowest Lsn the recovery stream reads (its checkpoint's begin).
-    pub recovery_floor: Lsn,
-    /// True if the controller runs on a thread of its own (blocking store).
+    /// The controller runs on a thread of its own (blocking store).
     pub own_thread: bool,
-    /// Ops in the previous batch.
-    pub last_batch_ops: usize,
 }
 
 /// Sets `Closed` if the controller goes away without having set a fault
@@ -224,6 +244,34 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 impl<S: WalStore> Controller<S> {
+    pub(crate) fn new(
+        store: S,
+        rx: mpsc::UnboundedReceiver<Op>,
+        status: Arc<Status>,
+        config: ControllerConfig,
+    ) -> Controller<S> {
+        let ControllerConfig {
+            checkpoints,
+            failure,
+            max_batch_bytes,
+            max_batch_records,
+            own_thread,
+        } = config;
+        Controller {
+            store,
+            rx,
+            status,
+            checkpoints,
+            failure,
+            max_batch_bytes: max_batch_bytes.max(1),
+            max_batch_records: max_batch_records.max(1),
+            deferred_cleanup: None,
+            recovery_floor: checkpoints.committed.map_or(Lsn::ZERO, |c| c.begin),
+            own_thread,
+            last_batch_ops: 0,
+        }
+    }
+
     /// Serves ops until the Wal is closed. A panic in the controller's own
     /// code (store calls are [`guarded`] on their own) poisons the Wal and the
     /// loop starts again, so queued ops fail with the cause and `close` still
@@ -286,7 +334,7 @@ impl<S: WalStore> Controller<S> {
                     let _ = reply.send(r);
                     return;
                 }
-                other => self.execute(other).await,
+                Op::Maintenance(op) => self.execute(op).await,
             }
         }
         // Every handle is gone: close quietly.
@@ -395,14 +443,13 @@ impl<S: WalStore> Controller<S> {
         }
     }
 
-    async fn execute(&mut self, op: Op) {
+    async fn execute(&mut self, op: Maintenance) {
         if let Some(e) = self.status.fault() {
-            fail(op, e);
+            fail(Op::Maintenance(op), e);
             return;
         }
         match op {
-            Op::Write(_) | Op::Close { .. } => unreachable!("handled by run"),
-            Op::Read { from, limit, reply } => {
+            Maintenance::Read { from, limit, reply } => {
                 // A failed read changes nothing, so it does not poison; a
                 // panicking one may have left the store in any state.
                 let r = match guarded(self.store.read_from(from, limit)).await {
@@ -411,11 +458,11 @@ impl<S: WalStore> Controller<S> {
                 };
                 let _ = reply.send(r);
             }
-            Op::Sync { reply } => {
+            Maintenance::Sync { reply } => {
                 let r = guarded(self.store.sync()).await.map_err(|e| self.poison(e));
                 let _ = reply.send(r);
             }
-            Op::Trim { before, reply } => {
+            Maintenance::Trim { before, reply } => {
                 let mut point = before;
                 if let Some(keep) = self.checkpoints.keep_from() {
                     point = point.min(keep);
@@ -434,7 +481,7 @@ impl<S: WalStore> Controller<S> {
                     None => Ok(point),
                 });
             }
-            Op::Truncate {
+            Maintenance::Truncate {
                 after,
                 marker,
                 reply,
@@ -529,10 +576,11 @@ fn write_bytes(w: &WriteOp) -> usize {
 fn fail(op: Op, e: Error) {
     match op {
         Op::Write(w) => drop(w.reply.send(Err(e))),
-        Op::Read { reply, .. } => drop(reply.send(Err(e))),
-        Op::Trim { reply, .. } => drop(reply.send(Err(e))),
-        Op::Truncate { reply, .. } | Op::Sync { reply } | Op::Close { reply } => {
+        Op::Close { reply }
+        | Op::Maintenance(Maintenance::Truncate { reply, .. } | Maintenance::Sync { reply }) => {
             drop(reply.send(Err(e)))
         }
+        Op::Maintenance(Maintenance::Read { reply, .. }) => drop(reply.send(Err(e))),
+        Op::Maintenance(Maintenance::Trim { reply, .. }) => drop(reply.send(Err(e))),
     }
 }

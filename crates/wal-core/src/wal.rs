@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{
-    controller::{Controller, Op, Status, WriteOp},
+    controller::{Controller, ControllerConfig, Maintenance, Op, Status, WriteOp},
     recovery::{self, Recovery},
     store::{ReadLimit, StoreReader},
     Checkpoint, Entry, Error, Lsn, Record, RecordKind, Result, WalOptions, WalStore,
@@ -175,19 +175,18 @@ impl Wal {
             .min(max_append_bytes);
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Status::new(state));
-        let controller = Controller {
+        let controller = Controller::new(
             store,
             rx,
-            status: status.clone(),
-            checkpoints,
-            failure,
-            max_batch_bytes: options.max_batch_bytes.min(max_append_bytes).max(1),
-            max_batch_records: options.max_batch_records.max(1),
-            deferred_cleanup: None,
-            recovery_floor: checkpoints.committed.map_or(Lsn::ZERO, |c| c.begin),
-            own_thread: blocking,
-            last_batch_ops: 0,
-        };
+            status.clone(),
+            ControllerConfig {
+                checkpoints,
+                failure,
+                max_batch_bytes: options.max_batch_bytes.min(max_append_bytes),
+                max_batch_records: options.max_batch_records,
+                own_thread: blocking,
+            },
+        );
         let task = if blocking {
             spawn_on_own_thread(controller.run())?
         } else {
@@ -395,10 +394,12 @@ impl Wal {
             return Err(Error::CheckpointInProgress);
         }
         let (reply, rx) = oneshot::channel();
-        self.send_with_lsn(1, |marker, _| Op::Truncate {
-            after: lsn,
-            marker,
-            reply,
+        self.send_with_lsn(1, |marker, _| {
+            Op::Maintenance(Maintenance::Truncate {
+                after: lsn,
+                marker,
+                reply,
+            })
         })?;
         self.await_reply(rx).await
     }
@@ -409,7 +410,7 @@ impl Wal {
     /// may keep more.
     pub async fn trim_before(&self, lsn: Lsn) -> Result<Lsn> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Trim { before: lsn, reply })?;
+        self.send(Op::Maintenance(Maintenance::Trim { before: lsn, reply }))?;
         self.await_reply(rx).await
     }
 
@@ -417,7 +418,7 @@ impl Wal {
     /// every batch).
     pub async fn sync(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Sync { reply })?;
+        self.send(Op::Maintenance(Maintenance::Sync { reply }))?;
         self.await_reply(rx).await
     }
 
@@ -581,7 +582,7 @@ impl Wal {
             return reader.read_from(from, limit).await;
         }
         let (reply, rx) = oneshot::channel();
-        self.send(Op::Read { from, limit, reply })?;
+        self.send(Op::Maintenance(Maintenance::Read { from, limit, reply }))?;
         self.await_reply(rx).await
     }
 
