@@ -83,7 +83,7 @@ pub(crate) struct CheckpointTracker {
 impl CheckpointTracker {
     /// Feeds one durable record; returns the begin Lsn of a checkpoint that
     /// this record committed.
-    pub fn observe(&mut self, r: &Record) -> Result<Option<Lsn>> {
+    pub(crate) fn observe(&mut self, r: &Record) -> Result<Option<Lsn>> {
         match r.kind {
             RecordKind::CheckpointBegin => self.open = Some(r.lsn),
             RecordKind::CheckpointCommit => {
@@ -130,7 +130,7 @@ pub(crate) struct Status {
 }
 
 impl Status {
-    pub fn new(state: StoreState) -> Status {
+    pub(crate) fn new(state: StoreState) -> Status {
         Status {
             durable: watch::Sender::new(state.last_lsn.unwrap_or(Lsn::ZERO)),
             fault: watch::Sender::new(None),
@@ -139,14 +139,14 @@ impl Status {
         }
     }
 
-    pub fn fault(&self) -> Option<Error> {
+    pub(crate) fn fault(&self) -> Option<Error> {
         self.fault.borrow().clone()
     }
 
     /// Waits until the Wal stops (poisoned or closed) and returns why. The
     /// controller always sets the fault when it stops, even by a panic or by
     /// being dropped, so this never waits for a controller that is gone.
-    pub async fn stopped(&self) -> Error {
+    pub(crate) async fn stopped(&self) -> Error {
         let mut rx = self.fault.subscribe();
         let e = match rx.wait_for(Option::is_some).await {
             Ok(f) => f.clone().unwrap_or(Error::Closed),
@@ -156,11 +156,11 @@ impl Status {
     }
 
     /// The error every op gets once the Wal is poisoned or closed.
-    pub fn terminal_error(&self) -> Error {
+    pub(crate) fn terminal_error(&self) -> Error {
         self.fault().unwrap_or(Error::Closed)
     }
 
-    pub fn store_state(&self) -> StoreState {
+    pub(crate) fn store_state(&self) -> StoreState {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -277,7 +277,7 @@ impl<S: WalStore> Controller<S> {
     /// loop starts again, so queued ops fail with the cause and `close` still
     /// releases the store. A second panic stops the controller: it fails
     /// what is queued, closes the store and refuses everything after.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let _stop = StopGuard(self.status.clone());
         // Garbage left by a crash between a checkpoint commit and its cleanup.
         self.deferred_cleanup = self.checkpoints.committed.map(|cp| cp.begin);

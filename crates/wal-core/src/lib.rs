@@ -31,6 +31,9 @@
 //! With the `testkit` feature, `testkit` holds the conformance suite every
 //! backend runs, and `conformance_tests!` expands to one `#[tokio::test]`
 //! per check.
+// Library hygiene: every public type is Debug; nothing is `pub` that is
+// not reachable from outside.
+#![warn(missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod blocking;

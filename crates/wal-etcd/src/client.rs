@@ -27,7 +27,7 @@ impl Etcd {
     /// unless credentials force an authentication round trip now). With
     /// TLS, one handshake per endpoint first, so that a TLS failure is
     /// reported as such (see `tls`).
-    pub async fn connect(options: &EtcdOptions) -> Result<Etcd, Failure> {
+    pub(crate) async fn connect(options: &EtcdOptions) -> Result<Etcd, Failure> {
         #[cfg(feature = "tls")]
         if let Some(tls) = options.tls_settings() {
             crate::tls::check_handshake(&options.endpoints, tls, options.connect_timeout)
@@ -44,7 +44,7 @@ impl Etcd {
     }
 
     /// Wraps an existing client.
-    pub fn from_client(client: Client, timeout: Duration) -> Etcd {
+    pub(crate) fn from_client(client: Client, timeout: Duration) -> Etcd {
         let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_DECODING_BYTES);
@@ -55,12 +55,12 @@ impl Etcd {
         }
     }
 
-    pub async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, Failure> {
+    pub(crate) async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse, Failure> {
         let mut kv = self.kv.clone();
         call(what, self.timeout, kv.txn(txn)).await
     }
 
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         what: &str,
         key: Vec<u8>,
@@ -70,13 +70,13 @@ impl Etcd {
         call(what, self.timeout, kv.get(key, options)).await
     }
 
-    pub async fn grant(&self, ttl: i64) -> Result<i64, Failure> {
+    pub(crate) async fn grant(&self, ttl: i64) -> Result<i64, Failure> {
         let mut lease = self.client.lease_client();
         let r = call("lease grant", self.timeout, lease.grant(ttl, None)).await?;
         Ok(r.id())
     }
 
-    pub async fn revoke(&self, id: i64) -> Result<(), Failure> {
+    pub(crate) async fn revoke(&self, id: i64) -> Result<(), Failure> {
         let mut lease = self.client.lease_client();
         call("lease revoke", self.timeout, lease.revoke(id))
             .await

@@ -25,7 +25,7 @@ pub(crate) struct Failure {
 
 impl Failure {
     /// A failure that happened before anything was sent.
-    pub fn from_error(error: Error) -> Failure {
+    pub(crate) fn from_error(error: Error) -> Failure {
         Failure::known(error)
     }
 
@@ -176,8 +176,8 @@ fn tls_failure(what: &str, e: &etcd_client::Error) -> Option<Failure> {
 
 /// gRPC status codes (the numbers are fixed by the gRPC spec).
 mod grpc_code {
-    pub const INVALID_ARGUMENT: i32 = 3;
-    pub const PERMISSION_DENIED: i32 = 7;
-    pub const FAILED_PRECONDITION: i32 = 9;
-    pub const UNAUTHENTICATED: i32 = 16;
+    pub(super) const INVALID_ARGUMENT: i32 = 3;
+    pub(super) const PERMISSION_DENIED: i32 = 7;
+    pub(super) const FAILED_PRECONDITION: i32 = 9;
+    pub(super) const UNAUTHENTICATED: i32 = 16;
 }

@@ -37,7 +37,7 @@ pub(crate) struct OwnerLease {
 impl OwnerLease {
     /// Starts keeping lease `id` alive. `granted_at` is when the grant was
     /// sent.
-    pub fn start(
+    pub(crate) fn start(
         etcd: Etcd,
         keys: &KeyLayout,
         token: FencingToken,
@@ -66,18 +66,18 @@ impl OwnerLease {
     }
 
     /// The lease id.
-    pub fn id(&self) -> i64 {
+    pub(crate) fn id(&self) -> i64 {
         self.id
     }
 
     /// Why ownership was lost, if it was.
-    pub fn lost(&self) -> Option<Error> {
+    pub(crate) fn lost(&self) -> Option<Error> {
         self.lost.borrow().clone()
     }
 
     /// A future that resolves when ownership is lost; never, if the lease
     /// is released first.
-    pub fn signal(&self) -> BoxFuture<'static, Error> {
+    pub(crate) fn signal(&self) -> BoxFuture<'static, Error> {
         let mut rx = self.lost.clone();
         Box::pin(async move {
             loop {
@@ -96,7 +96,7 @@ impl OwnerLease {
     /// A revoke is idempotent, so a failed one (a sick member answered) is
     /// sent again, for up to a TTL: a successor need not wait for it to
     /// lapse.
-    pub async fn release(self, etcd: &Etcd) -> Result<(), Error> {
+    pub(crate) async fn release(self, etcd: &Etcd) -> Result<(), Error> {
         self.task.abort();
         let deadline = Instant::now() + self.ttl;
         let mut pause = Duration::from_millis(50);

@@ -33,7 +33,7 @@ pub(crate) struct KeyLayout {
 
 impl KeyLayout {
     /// Validates the name and builds the layout.
-    pub fn new(prefix: &str, name: &str) -> Result<KeyLayout, Error> {
+    pub(crate) fn new(prefix: &str, name: &str) -> Result<KeyLayout, Error> {
         if name.is_empty() || name.contains('/') {
             return Err(Error::InvalidArgument(format!(
                 "wal name {name:?} must be non-empty and contain no '/'"
@@ -64,38 +64,38 @@ impl KeyLayout {
     }
 
     /// `{base}`: every key of the log starts with it.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
     /// The ownership key.
-    pub fn owner(&self) -> Vec<u8> {
+    pub(crate) fn owner(&self) -> Vec<u8> {
         format!("{}owner", self.base).into_bytes()
     }
 
     /// The commit-point key.
-    pub fn head(&self) -> Vec<u8> {
+    pub(crate) fn head(&self) -> Vec<u8> {
         format!("{}head", self.base).into_bytes()
     }
 
     /// The record key named by `lsn` (the last Lsn of a pack, or the Lsn of a
     /// chunked record).
-    pub fn record(&self, lsn: Lsn) -> Vec<u8> {
+    pub(crate) fn record(&self, lsn: Lsn) -> Vec<u8> {
         format!("{}r/{:0w$}", self.base, lsn.get(), w = LSN_DIGITS).into_bytes()
     }
 
     /// The first key after every record key.
-    pub fn records_end(&self) -> Vec<u8> {
+    pub(crate) fn records_end(&self) -> Vec<u8> {
         format!("{}r0", self.base).into_bytes()
     }
 
     /// The first record key.
-    pub fn records_start(&self) -> Vec<u8> {
+    pub(crate) fn records_start(&self) -> Vec<u8> {
         format!("{}r/", self.base).into_bytes()
     }
 
     /// Chunk `index` of the chunked record `lsn`.
-    pub fn chunk(&self, lsn: Lsn, index: u32) -> Vec<u8> {
+    pub(crate) fn chunk(&self, lsn: Lsn, index: u32) -> Vec<u8> {
         format!(
             "{}c/{:0w$}/{:0c$}",
             self.base,
@@ -108,29 +108,29 @@ impl KeyLayout {
     }
 
     /// The range `[start, end)` holding every chunk of record `lsn`.
-    pub fn chunks_of(&self, lsn: Lsn) -> (Vec<u8>, Vec<u8>) {
+    pub(crate) fn chunks_of(&self, lsn: Lsn) -> (Vec<u8>, Vec<u8>) {
         let start = format!("{}c/{:0w$}/", self.base, lsn.get(), w = LSN_DIGITS);
         let end = format!("{}c/{:0w$}0", self.base, lsn.get(), w = LSN_DIGITS);
         (start.into_bytes(), end.into_bytes())
     }
 
     /// Chunk keys of records with Lsn >= `lsn`, as a range start.
-    pub fn chunk_from(&self, lsn: Lsn) -> Vec<u8> {
+    pub(crate) fn chunk_from(&self, lsn: Lsn) -> Vec<u8> {
         format!("{}c/{:0w$}", self.base, lsn.get(), w = LSN_DIGITS).into_bytes()
     }
 
     /// The first chunk key.
-    pub fn chunks_start(&self) -> Vec<u8> {
+    pub(crate) fn chunks_start(&self) -> Vec<u8> {
         format!("{}c/", self.base).into_bytes()
     }
 
     /// The first key after every chunk key.
-    pub fn chunks_end(&self) -> Vec<u8> {
+    pub(crate) fn chunks_end(&self) -> Vec<u8> {
         format!("{}c0", self.base).into_bytes()
     }
 
     /// The Lsn a record key is named by. Chunk keys are not record keys.
-    pub fn parse_record(&self, key: &[u8]) -> Result<Lsn, Error> {
+    pub(crate) fn parse_record(&self, key: &[u8]) -> Result<Lsn, Error> {
         let corrupt = |why: &str| Error::Corrupt {
             location: Location::Key(String::from_utf8_lossy(key).into_owned()),
             why: why.to_string(),
@@ -184,7 +184,7 @@ pub(crate) struct PackBuilder {
 }
 
 impl PackBuilder {
-    pub fn new() -> PackBuilder {
+    pub(crate) fn new() -> PackBuilder {
         let mut buf = BytesMut::new();
         buf.put_u8(PACK_V1);
         PackBuilder {
@@ -194,16 +194,16 @@ impl PackBuilder {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The size the pack would have, crc included, with `payload_len` more.
-    pub fn size_with(&self, payload_len: usize) -> usize {
+    pub(crate) fn size_with(&self, payload_len: usize) -> usize {
         self.buf.len() + PACK_ENTRY_HEADER + payload_len + 4
     }
 
-    pub fn push(&mut self, r: &Record) {
+    pub(crate) fn push(&mut self, r: &Record) {
         self.buf.put_u64(r.lsn.get());
         self.buf.put_u8(r.kind.as_u8());
         // Callers keep payloads far below 4 GiB (max_payload_bytes is a u32).
@@ -214,7 +214,7 @@ impl PackBuilder {
     }
 
     /// Finishes the pack: its key's Lsn and its value. `None` if empty.
-    pub fn finish(mut self) -> Option<(Lsn, Bytes)> {
+    pub(crate) fn finish(mut self) -> Option<(Lsn, Bytes)> {
         let last = self.last?;
         let crc = crc32fast::hash(&self.buf);
         self.buf.put_u32(crc);
@@ -241,7 +241,7 @@ pub(crate) struct Descriptor {
 }
 
 impl Descriptor {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(DESCRIPTOR_LEN);
         v.push(CHUNKED_V1);
         v.extend_from_slice(&self.lsn.get().to_be_bytes());

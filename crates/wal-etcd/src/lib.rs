@@ -41,6 +41,9 @@
 //! a refused client certificate or a port without TLS fails at once with
 //! [`Error::Tls`](wal_core::Error::Tls) instead of a timeout or a bare
 //! "operation was canceled".
+// Library hygiene: every public type is Debug; nothing is `pub` that is
+// not reachable from outside.
+#![warn(missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;

@@ -81,6 +81,9 @@
 //! Every write, sync, resize, rename and delete goes through the [`FileIo`]
 //! trait; [`FsStore::with_file_io`] swaps in an implementation that fails on
 //! command (see the crate's `tests/faults.rs`).
+// Library hygiene: every public type is Debug; nothing is `pub` that is
+// not reachable from outside.
+#![warn(missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod format;
