@@ -179,6 +179,12 @@ impl BlockingWal {
         self.run(self.wal.failed())
     }
 
+    /// [`Wal::wait_durable`]: blocks until every record up to `lsn` is
+    /// durable, syncing if the store needs it.
+    pub fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.run(self.wal.wait_durable(lsn))
+    }
+
     /// [`Wal::durable_lsn`].
     pub fn durable_lsn(&self) -> Lsn {
         self.wal.durable_lsn()

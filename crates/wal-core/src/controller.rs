@@ -121,6 +121,9 @@ impl CheckpointTracker {
 pub(crate) struct Status {
     /// Every record at or below this Lsn is durable.
     pub durable: watch::Sender<Lsn>,
+    /// Every record at or below this Lsn is written and readable (durable
+    /// too, unless the store does not sync on append).
+    pub written: watch::Sender<Lsn>,
     /// Set once: the poisoning error, or `Closed`.
     pub fault: watch::Sender<Option<Error>>,
     pub state: Mutex<StoreState>,
@@ -133,10 +136,22 @@ impl Status {
     pub(crate) fn new(state: StoreState) -> Status {
         Status {
             durable: watch::Sender::new(state.last_lsn.unwrap_or(Lsn::ZERO)),
+            written: watch::Sender::new(state.last_lsn.unwrap_or(Lsn::ZERO)),
             fault: watch::Sender::new(None),
             state: Mutex::new(state),
             recovery_pins: AtomicUsize::new(0),
         }
+    }
+
+    /// After a successful sync (or close): everything written before it is
+    /// durable.
+    fn written_is_durable(&self) {
+        let written = *self.written.borrow();
+        self.durable.send_if_modified(|d| {
+            let moved = *d < written;
+            *d = (*d).max(written);
+            moved
+        });
     }
 
     pub(crate) fn fault(&self) -> Option<Error> {
@@ -196,6 +211,8 @@ pub(crate) struct Controller<S> {
     own_thread: bool,
     /// Ops in the previous batch.
     last_batch_ops: usize,
+    /// The store's appends are durable when they return.
+    appends_durable: bool,
 }
 
 /// What a controller needs besides its store and its op queue.
@@ -257,7 +274,9 @@ impl<S: WalStore> Controller<S> {
             max_batch_records,
             own_thread,
         } = config;
+        let appends_durable = store.appends_are_durable();
         Controller {
+            appends_durable,
             store,
             rx,
             status,
@@ -423,7 +442,12 @@ impl<S: WalStore> Controller<S> {
                     s.first_lsn = s.first_lsn.or(records.first().map(|r| r.lsn));
                     s.last_lsn = Some(last.lsn);
                     self.status.set_state(s);
-                    self.status.durable.send_replace(last.lsn);
+                    // Durable first: a waiter never sees "written, not
+                    // durable" for a store whose appends are durable.
+                    if self.appends_durable {
+                        self.status.durable.send_replace(last.lsn);
+                    }
+                    self.status.written.send_replace(last.lsn);
                 }
                 for (reply, lsn, _permit) in replies {
                     let _ = reply.send(Ok(lsn));
@@ -460,6 +484,9 @@ impl<S: WalStore> Controller<S> {
             }
             Maintenance::Sync { reply } => {
                 let r = guarded(self.store.sync()).await.map_err(|e| self.poison(e));
+                if r.is_ok() {
+                    self.status.written_is_durable();
+                }
                 let _ = reply.send(r);
             }
             Maintenance::Trim { before, reply } => {
@@ -513,6 +540,9 @@ impl<S: WalStore> Controller<S> {
             .await
             .map_err(|e| self.poison(e))?;
         self.status.set_state(state);
+        // The store syncs before it cuts and syncs the marker: everything up
+        // to the marker is durable.
+        self.status.written.send_replace(marker);
         self.status.durable.send_replace(marker);
         debug!(%after, "log truncated");
         Ok(())
@@ -553,7 +583,12 @@ impl<S: WalStore> Controller<S> {
     }
 
     async fn close(&mut self) -> Result<()> {
+        let healthy = self.status.fault().is_none();
         let r = guarded(self.store.close()).await;
+        if healthy && r.is_ok() {
+            // A store that does not sync on append syncs when it closes.
+            self.status.written_is_durable();
+        }
         self.status.set_fault(Error::Closed);
         self.rx.close();
         while let Ok(op) = self.rx.try_recv() {

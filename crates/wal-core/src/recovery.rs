@@ -229,7 +229,7 @@ pub(crate) fn records(
                     if !c.follow {
                         return None;
                     }
-                    if let Err(e) = wait_durable(&c.wal, c.next).await {
+                    if let Err(e) = wait_written(&c.wal, c.next).await {
                         c.done = true;
                         return Some((Err(e), c));
                     }
@@ -250,10 +250,11 @@ pub(crate) fn records(
     .boxed()
 }
 
-/// Waits until a record at or above `lsn` is durable, or the Wal stops.
-async fn wait_durable(wal: &Wal, lsn: Lsn) -> Result<()> {
+/// Waits until a record at or above `lsn` is written (and so readable), or
+/// the Wal stops.
+async fn wait_written(wal: &Wal, lsn: Lsn) -> Result<()> {
     let status = wal.status();
-    let mut durable = status.durable.subscribe();
+    let mut durable = status.written.subscribe();
     let mut fault = status.fault.subscribe();
     tokio::select! {
         r = durable.wait_for(|d| *d >= lsn) => r.map(drop).map_err(|_| Error::Closed),

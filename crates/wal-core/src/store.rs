@@ -132,6 +132,16 @@ pub trait WalStore: Send + Sync + 'static {
         false
     }
 
+    /// True (the default) if a successful [`append`](Self::append) is
+    /// durable. A store configured to write without syncing (wal-fs with
+    /// `SyncMode::None`) answers `false`: the Wal then advances
+    /// [`Wal::durable_lsn`](crate::Wal::durable_lsn) only after a successful
+    /// [`sync`](Self::sync), so the watermark never claims more than was
+    /// made durable.
+    fn appends_are_durable(&self) -> bool {
+        true
+    }
+
     /// Durably appends `records`, atomically.
     async fn append(&mut self, records: &[Record]) -> Result<()>;
 
@@ -239,6 +249,9 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     }
     fn blocking_io(&self) -> bool {
         (**self).blocking_io()
+    }
+    fn appends_are_durable(&self) -> bool {
+        (**self).appends_are_durable()
     }
     async fn append(&mut self, records: &[Record]) -> Result<()> {
         (**self).append(records).await

@@ -422,6 +422,54 @@ impl Wal {
         self.await_reply(rx).await
     }
 
+    /// Returns once every record up to `lsn` is durable: at once if
+    /// [`durable_lsn`](Self::durable_lsn) is already there; otherwise after
+    /// the record is written, syncing the store if its appends are not
+    /// durable by themselves (wal-fs in `SyncMode::None`). With the default
+    /// sync-every-batch stores this is the same wait as the record's own
+    /// [`Completion`].
+    ///
+    /// Errors: [`Error::InvalidArgument`] for an Lsn this Wal has not handed
+    /// out (it would never become durable); the Wal's error if it is
+    /// poisoned or closed before `lsn` is durable.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        let next = self
+            .inner
+            .submit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_lsn;
+        if lsn >= next {
+            return Err(Error::InvalidArgument(format!(
+                "wait_durable({lsn}): the next lsn to be handed out is {next}"
+            )));
+        }
+        let status = self.inner.status.clone();
+        let mut written = status.written.subscribe();
+        let mut fault = status.fault.subscribe();
+        loop {
+            if *status.durable.borrow() >= lsn {
+                return Ok(());
+            }
+            if let Some(e) = status.fault() {
+                return Err(e);
+            }
+            if *status.written.borrow() >= lsn {
+                // Written, not yet durable: a sync covers it.
+                self.sync().await?;
+                continue;
+            }
+            tokio::select! {
+                r = written.wait_for(|w| *w >= lsn) => {
+                    if r.is_err() {
+                        return Err(status.terminal_error());
+                    }
+                }
+                _ = fault.wait_for(Option::is_some) => {}
+            }
+        }
+    }
+
     /// Drains queued operations, closes the store (releasing ownership: the
     /// directory lock, the etcd lease) and stops the controller. Works on a
     /// poisoned Wal too. Later calls get [`Error::Closed`].

@@ -13,6 +13,10 @@ pub enum SyncMode {
     /// when the application calls [`Wal::sync`](wal_core::Wal::sync), at a
     /// segment rotation, or on close. A power loss may lose acknowledged
     /// records written since the last sync (a process crash does not).
+    /// [`Wal::durable_lsn`](wal_core::Wal::durable_lsn) says how far the
+    /// last sync reached (it does not move on append in this mode), and
+    /// [`Wal::wait_durable`](wal_core::Wal::wait_durable) syncs up to a
+    /// given Lsn.
     /// Whatever the mode, nothing is deleted before what justifies the
     /// deletion is durable: checkpoint cleanup and trim sync the active
     /// segment before they unlink a segment, and `truncate_after` syncs

@@ -126,6 +126,13 @@ impl WalStore for FsStore {
         true
     }
 
+    /// Only in [`SyncMode::EveryBatch`](crate::SyncMode::EveryBatch): in
+    /// `SyncMode::None` an append is written, and durable after the next
+    /// `sync` (or close).
+    fn appends_are_durable(&self) -> bool {
+        self.options.sync_mode == crate::SyncMode::EveryBatch
+    }
+
     async fn append(&mut self, records: &[Record]) -> Result<()> {
         self.log()?.append(records)
     }
