@@ -82,7 +82,9 @@ struct Submitter {
     tx: mpsc::UnboundedSender<Op>,
 }
 
-/// Resolves to the Lsn once the submitted entry is durable. Completions
+/// Resolves to the Lsn once the submitted entry is durable (with a store
+/// that does not sync on append, such as wal-fs in `SyncMode::None`: once it
+/// is written; [`Wal::wait_durable`] then makes it durable). Completions
 /// resolve in Lsn order.
 #[must_use = "a completion does nothing unless awaited; drop it to not wait"]
 pub struct Completion {
@@ -211,7 +213,9 @@ impl Wal {
         Ok((wal, recovery))
     }
 
-    /// Appends one data entry and returns its Lsn once it is durable.
+    /// Appends one data entry and returns its Lsn once it is durable (once
+    /// written, for a store that does not sync on append; see
+    /// [`wait_durable`](Self::wait_durable)).
     pub async fn append(&self, payload: impl Into<Bytes>) -> Result<Lsn> {
         self.submit(payload).await?.1.await
     }
