@@ -223,13 +223,13 @@ impl EtcdStore {
                 }
                 Ok((e, o))
             }
-            // Gave the log up after a failed mutation: say why, never
-            // "closed" (the caller did not close it).
-            _ if self.abandoned.is_some() => Err(Error::Poisoned {
-                cause: Arc::new(self.abandoned.clone().unwrap_or(Error::Closed)),
+            _ => Err(match &self.abandoned {
+                // Gave the log up after a failed mutation: say why, never
+                // "closed" (the caller did not close it).
+                Some(e) => e.clone().poisoned(),
+                // Never opened, or closed: the same answer as every backend's.
+                None => Error::Closed,
             }),
-            // Never opened, or closed: the same answer as every backend's.
-            _ => Err(Error::Closed),
         }
     }
 
