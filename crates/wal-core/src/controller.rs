@@ -9,7 +9,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use futures::FutureExt;
@@ -18,7 +18,7 @@ use tracing::{debug, debug_span, warn, Instrument};
 
 use crate::{
     store::{FailureSignal, ReadLimit, StoreState},
-    Error, Lsn, Record, RecordKind, Result, WalStore,
+    Durability, Error, Lsn, Record, RecordKind, Result, WalStore,
 };
 
 /// A write: records with consecutive Lsns that must land in one store call.
@@ -211,8 +211,18 @@ pub(crate) struct Controller<S> {
     own_thread: bool,
     /// Ops in the previous batch.
     last_batch_ops: usize,
-    /// The store's appends are durable when they return.
-    appends_durable: bool,
+    /// When the store's appends become durable, and so when to sync.
+    durability: Durability,
+    /// What was written since the last successful sync, for a store whose
+    /// appends are not durable by themselves.
+    unsynced: Option<Unsynced>,
+}
+
+/// Written, not yet synced: since when, and how many payload bytes.
+#[derive(Clone, Copy, Debug)]
+struct Unsynced {
+    since: Instant,
+    bytes: u64,
 }
 
 /// What a controller needs besides its store and its op queue.
@@ -274,9 +284,10 @@ impl<S: WalStore> Controller<S> {
             max_batch_records,
             own_thread,
         } = config;
-        let appends_durable = store.appends_are_durable();
+        let durability = store.durability();
         Controller {
-            appends_durable,
+            durability,
+            unsynced: None,
             store,
             rx,
             status,
@@ -323,6 +334,9 @@ impl<S: WalStore> Controller<S> {
         let mut carry: Option<Op> = None;
         loop {
             self.cleanup_if_unpinned().await;
+            if self.sync_due(Instant::now()) {
+                self.background_sync().await;
+            }
             let op = match carry.take() {
                 Some(op) => op,
                 None => match self.next_op().await {
@@ -360,23 +374,88 @@ impl<S: WalStore> Controller<S> {
         let _ = self.close().await;
     }
 
-    /// Waits for the next op, or poisons the Wal if the store reports that it
-    /// lost the right to write.
+    /// Waits for the next op. Meanwhile it poisons the Wal if the store
+    /// reports that it lost the right to write, and syncs when the
+    /// [`Durability::Interval`] of the oldest unsynced write runs out.
     async fn next_op(&mut self) -> Option<Op> {
-        match self.failure.as_mut() {
-            None => self.rx.recv().await,
-            Some(signal) => {
-                tokio::select! {
-                    biased;
-                    op = self.rx.recv() => op,
-                    e = signal => {
-                        self.failure = None;
-                        self.poison(e);
-                        self.rx.recv().await
-                    }
+        loop {
+            let deadline = self.sync_deadline();
+            let timer = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
+            };
+            let signal = self.failure.as_mut();
+            let failure = async move {
+                match signal {
+                    Some(signal) => signal.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let woke = tokio::select! {
+                biased;
+                op = self.rx.recv() => return op,
+                e = failure => Woke::Failure(e),
+                () = timer => Woke::SyncDue,
+            };
+            match woke {
+                Woke::Failure(e) => {
+                    self.failure = None;
+                    self.poison(e);
+                }
+                Woke::SyncDue => self.background_sync().await,
             }
         }
+    }
+
+    /// When the interval of the oldest unsynced write runs out, if the store
+    /// syncs on a timer.
+    fn sync_deadline(&self) -> Option<Instant> {
+        match (self.durability, self.unsynced) {
+            (Durability::Interval(every), Some(u)) if self.status.fault().is_none() => {
+                Some(u.since + every)
+            }
+            _ => None,
+        }
+    }
+
+    /// True if what is written but unsynced is due for a sync now: its
+    /// interval ran out, or its bytes reached the budget.
+    fn sync_due(&self, now: Instant) -> bool {
+        let Some(u) = self.unsynced else {
+            return false;
+        };
+        match self.durability {
+            Durability::Interval(every) => now >= u.since + every,
+            Durability::Bytes(budget) => u.bytes >= budget,
+            _ => false,
+        }
+    }
+
+    /// A sync the Wal issues on its own (interval or byte budget); a failure
+    /// poisons the Wal like any failed sync.
+    async fn background_sync(&mut self) {
+        if self.status.fault().is_some() {
+            return;
+        }
+        let bytes = self.unsynced.map_or(0, |u| u.bytes);
+        let started = Instant::now();
+        match guarded(self.store.sync()).await {
+            Ok(()) => {
+                self.synced();
+                debug!(bytes, micros = micros(started.elapsed()), "background sync");
+            }
+            Err(e) => {
+                self.poison(e);
+            }
+        }
+    }
+
+    /// After a successful sync: everything written is durable.
+    fn synced(&mut self) {
+        self.unsynced = None;
+        self.status.written_is_durable();
     }
 
     /// Takes queued writes into `batch` up to the caps; returns the first op
@@ -425,7 +504,7 @@ impl<S: WalStore> Controller<S> {
         );
         let started = Instant::now();
         let result = guarded(self.store.append(&records)).instrument(span).await;
-        let micros = started.elapsed().as_micros() as u64;
+        let micros = micros(started.elapsed());
         match result {
             Ok(()) => {
                 debug!(records = records.len(), bytes, micros, "batch durable");
@@ -444,13 +523,26 @@ impl<S: WalStore> Controller<S> {
                     self.status.set_state(s);
                     // Durable first: a waiter never sees "written, not
                     // durable" for a store whose appends are durable.
-                    if self.appends_durable {
+                    if self.durability.on_append() {
                         self.status.durable.send_replace(last.lsn);
+                    } else {
+                        let u = self.unsynced.get_or_insert(Unsynced {
+                            since: Instant::now(),
+                            bytes: 0,
+                        });
+                        u.bytes += bytes as u64;
                     }
                     self.status.written.send_replace(last.lsn);
                 }
                 for (reply, lsn, _permit) in replies {
                     let _ = reply.send(Ok(lsn));
+                }
+                // The writers have their answer (written); the sync a byte
+                // budget calls for delays only the next batch, which grows
+                // meanwhile.
+                if matches!(self.durability, Durability::Bytes(_)) && self.sync_due(Instant::now())
+                {
+                    self.background_sync().await;
                 }
                 if let Some(begin) = committed {
                     // The new checkpoint supersedes everything below its begin.
@@ -485,7 +577,7 @@ impl<S: WalStore> Controller<S> {
             Maintenance::Sync { reply } => {
                 let r = guarded(self.store.sync()).await.map_err(|e| self.poison(e));
                 if r.is_ok() {
-                    self.status.written_is_durable();
+                    self.synced();
                 }
                 let _ = reply.send(r);
             }
@@ -544,6 +636,7 @@ impl<S: WalStore> Controller<S> {
         // to the marker is durable.
         self.status.written.send_replace(marker);
         self.status.durable.send_replace(marker);
+        self.unsynced = None;
         debug!(%after, "log truncated");
         Ok(())
     }
@@ -587,7 +680,7 @@ impl<S: WalStore> Controller<S> {
         let r = guarded(self.store.close()).await;
         if healthy && r.is_ok() {
             // A store that does not sync on append syncs when it closes.
-            self.status.written_is_durable();
+            self.synced();
         }
         self.status.set_fault(Error::Closed);
         self.rx.close();
@@ -602,6 +695,16 @@ impl<S: WalStore> Controller<S> {
         self.status.set_fault(cause.poisoned());
         self.status.terminal_error()
     }
+}
+
+/// What woke [`Controller::next_op`] other than an op.
+enum Woke {
+    Failure(Error),
+    SyncDue,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn write_bytes(w: &WriteOp) -> usize {

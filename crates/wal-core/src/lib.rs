@@ -59,5 +59,7 @@ pub use mem::{MemFault, MemStore};
 pub use options::WalOptions;
 pub use record::{Entry, EntryKind, Record, RecordKind};
 pub use recovery::Recovery;
-pub use store::{check_append, FailureSignal, ReadLimit, StoreReader, StoreState, WalStore};
+pub use store::{
+    check_append, Durability, FailureSignal, ReadLimit, StoreReader, StoreState, WalStore,
+};
 pub use wal::{Completion, Wal};

@@ -91,6 +91,41 @@ pub fn check_append(
 /// etcd lease expired). See [`WalStore::failure_signal`].
 pub type FailureSignal = BoxFuture<'static, Error>;
 
+/// When a store's appends become durable ([`WalStore::durability`]). In
+/// every mode but `OnAppend`, an append (and its [`Completion`]) returns
+/// once written, [`Wal::durable_lsn`](crate::Wal::durable_lsn) is the honest
+/// watermark (it moves only on a successful sync), and
+/// [`Wal::wait_durable`](crate::Wal::wait_durable) awaits a given Lsn. A
+/// failed sync poisons the Wal, whoever issued it.
+///
+/// [`Completion`]: crate::Completion
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Each append is durable when it returns.
+    OnAppend,
+    /// The Wal syncs once the oldest unsynced append is this old (and at
+    /// close): a power loss loses at most about this much acknowledged
+    /// time. Checked between batches; with a busy controller a sync may
+    /// come a batch later than the interval.
+    Interval(std::time::Duration),
+    /// The Wal syncs after a batch that brings the payload bytes written
+    /// since the last sync to at least this many (and at close): a power
+    /// loss loses at most about this many acknowledged bytes (plus one
+    /// batch).
+    Bytes(u64),
+    /// Only when the application asks ([`Wal::sync`](crate::Wal::sync),
+    /// [`Wal::wait_durable`](crate::Wal::wait_durable)) and at close.
+    Manual,
+}
+
+impl Durability {
+    /// True if an append is durable when it returns.
+    pub fn on_append(self) -> bool {
+        self == Durability::OnAppend
+    }
+}
+
 /// A storage backend: an ordered, durable sequence of [`Record`]s owned by one
 /// writer.
 ///
@@ -102,8 +137,10 @@ pub type FailureSignal = BoxFuture<'static, Error>;
 /// - [`open`](Self::open) claims exclusive ownership, or fails with
 ///   [`Error::Locked`]; every other method is called only after a successful open.
 /// - [`append`](Self::append) receives records with strictly increasing Lsns,
-///   all above every stored Lsn. When it returns `Ok`, all of them are durable;
-///   after a crash, all or none of one call's records are found.
+///   all above every stored Lsn. When it returns `Ok`, all of them are durable
+///   (written only, if [`durability`](Self::durability) says so: then
+///   durable after the next successful [`sync`](Self::sync)); after a crash,
+///   all or none of one call's records are found.
 /// - Any error from a mutating method may leave the store in an unknown state;
 ///   the Wal stops using the store after it.
 #[async_trait]
@@ -132,14 +169,17 @@ pub trait WalStore: Send + Sync + 'static {
         false
     }
 
-    /// True (the default) if a successful [`append`](Self::append) is
-    /// durable. A store configured to write without syncing (wal-fs with
-    /// `SyncMode::None`) answers `false`: the Wal then advances
+    /// When this store's appends become durable, and so when the Wal syncs
+    /// it. The default, [`Durability::OnAppend`]: a successful
+    /// [`append`](Self::append) is durable. A store configured to write
+    /// without syncing (wal-fs with a `SyncMode` other than `EveryBatch`)
+    /// answers one of the other modes: the Wal then advances
     /// [`Wal::durable_lsn`](crate::Wal::durable_lsn) only after a successful
-    /// [`sync`](Self::sync), so the watermark never claims more than was
-    /// made durable.
-    fn appends_are_durable(&self) -> bool {
-        true
+    /// [`sync`](Self::sync), which it issues itself on the mode's timer or
+    /// byte budget, so the watermark never claims more than was made
+    /// durable.
+    fn durability(&self) -> Durability {
+        Durability::OnAppend
     }
 
     /// Durably appends `records`, atomically.
@@ -250,8 +290,8 @@ impl<S: WalStore + ?Sized> WalStore for Box<S> {
     fn blocking_io(&self) -> bool {
         (**self).blocking_io()
     }
-    fn appends_are_durable(&self) -> bool {
-        (**self).appends_are_durable()
+    fn durability(&self) -> Durability {
+        (**self).durability()
     }
     async fn append(&mut self, records: &[Record]) -> Result<()> {
         (**self).append(records).await

@@ -1,7 +1,31 @@
 //! Tuning knobs of [`FsStore`](crate::FsStore). Every field documents its
 //! default and unit.
 
-/// When [`FsStore`](crate::FsStore) makes appended records durable.
+/// When [`FsStore`](crate::FsStore) makes appended records durable: the
+/// trade between an append's latency and how much a power loss may take.
+///
+/// In every mode but `EveryBatch` an append returns once written (to the
+/// page cache), a process crash loses nothing, and a power loss may lose
+/// acknowledged records written since the last sync.
+/// [`Wal::durable_lsn`](wal_core::Wal::durable_lsn) is the honest watermark
+/// (it moves only when a sync succeeds), and
+/// [`Wal::wait_durable`](wal_core::Wal::wait_durable) awaits (and if need
+/// be forces) the durability of one Lsn. A failed sync poisons the Wal.
+/// Whatever the mode, nothing is deleted before what justifies the deletion
+/// is durable: checkpoint cleanup and trim sync the active segment before
+/// they unlink a segment, and `truncate_after` syncs before it cuts and
+/// always syncs its high-water marker.
+///
+/// ```
+/// use std::time::Duration;
+/// use wal_fs::{FsOptions, SyncMode};
+///
+/// // At most ~10 ms of acknowledged appends at risk on power loss.
+/// let timed = FsOptions::default().sync_mode(SyncMode::Interval(Duration::from_millis(10)));
+/// // At most ~1 MiB of acknowledged payload at risk.
+/// let budget = FsOptions::default().sync_mode(SyncMode::EveryBytes(1 << 20));
+/// # let _ = (timed, budget);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SyncMode {
@@ -9,19 +33,31 @@ pub enum SyncMode {
     /// an acknowledged append is durable. The default.
     #[default]
     EveryBatch,
-    /// `append` only writes (to the page cache). Records become durable
-    /// when the application calls [`Wal::sync`](wal_core::Wal::sync), at a
-    /// segment rotation, or on close. A power loss may lose acknowledged
-    /// records written since the last sync (a process crash does not).
-    /// [`Wal::durable_lsn`](wal_core::Wal::durable_lsn) says how far the
-    /// last sync reached (it does not move on append in this mode), and
-    /// [`Wal::wait_durable`](wal_core::Wal::wait_durable) syncs up to a
-    /// given Lsn.
-    /// Whatever the mode, nothing is deleted before what justifies the
-    /// deletion is durable: checkpoint cleanup and trim sync the active
-    /// segment before they unlink a segment, and `truncate_after` syncs
-    /// before it cuts and always syncs its high-water marker.
+    /// The Wal syncs once the oldest unsynced append is this old, so about
+    /// this much acknowledged time is at risk. Between syncs, group commit
+    /// costs no `fdatasync` at all.
+    Interval(std::time::Duration),
+    /// The Wal syncs after the batch that brings the payload written since
+    /// the last sync to at least this many bytes.
+    EveryBytes(u64),
+    /// `append` only writes. Records become durable when the application
+    /// calls [`Wal::sync`](wal_core::Wal::sync) or
+    /// [`Wal::wait_durable`](wal_core::Wal::wait_durable), at a segment
+    /// rotation, or on close.
     None,
+}
+
+impl SyncMode {
+    /// The mode as the Wal's controller sees it.
+    pub(crate) fn durability(self) -> wal_core::Durability {
+        use wal_core::Durability;
+        match self {
+            SyncMode::EveryBatch => Durability::OnAppend,
+            SyncMode::Interval(every) => Durability::Interval(every),
+            SyncMode::EveryBytes(n) => Durability::Bytes(n),
+            SyncMode::None => Durability::Manual,
+        }
+    }
 }
 
 /// Options for [`FsStore`](crate::FsStore).

@@ -7,7 +7,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use wal_core::{Error, Lsn, ReadLimit, Record, Result, StoreReader, StoreState, WalStore};
+use wal_core::{
+    Durability, Error, Lsn, ReadLimit, Record, Result, StoreReader, StoreState, WalStore,
+};
 
 use crate::{
     io::{FileIo, StdFileIo},
@@ -126,11 +128,12 @@ impl WalStore for FsStore {
         true
     }
 
-    /// Only in [`SyncMode::EveryBatch`](crate::SyncMode::EveryBatch): in
-    /// `SyncMode::None` an append is written, and durable after the next
-    /// `sync` (or close).
-    fn appends_are_durable(&self) -> bool {
-        self.options.sync_mode == crate::SyncMode::EveryBatch
+    /// What the [`SyncMode`](crate::SyncMode) says: durable on append only
+    /// in `EveryBatch`; in the other modes an append is written, and durable
+    /// after the next sync, which the Wal issues on the mode's timer or byte
+    /// budget (or the application does, or close).
+    fn durability(&self) -> Durability {
+        self.options.sync_mode.durability()
     }
 
     async fn append(&mut self, records: &[Record]) -> Result<()> {

@@ -242,3 +242,51 @@ async fn enospc_on_segment_allocation_poisons() {
 async fn failing_fsync_in_explicit_sync_poisons() {
     run(Fault::FailSync, SyncMode::None).await;
 }
+
+/// A sync the Wal issues on its own (here on a byte budget) that fails is a
+/// hole like any failed fdatasync: the Wal is poisoned with the I/O error,
+/// the watermark stays where the last good sync left it, nothing more is
+/// acknowledged, and what was below the watermark is recovered.
+#[tokio::test]
+async fn failing_background_sync_poisons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultyIo::default());
+    let mode = SyncMode::EveryBytes(64);
+    let store = FsStore::new(tmp.path(), options().sync_mode(mode)).with_file_io(io.clone());
+    let (wal, _) = Wal::open(store, WalOptions::default()).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..8u32 {
+        acked.push((wal.append(payload(i)).await.unwrap(), i));
+    }
+    // Every append crosses the 64-byte budget, so each is followed by a
+    // background sync; the last one's watermark is at most one batch behind.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wal.durable_lsn() < acked[7].0 {
+        assert!(std::time::Instant::now() < deadline, "no background sync");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    io.arm(Fault::FailSync);
+    let mut err = None;
+    for i in 100..140u32 {
+        match wal.append(payload(i)).await {
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(io.fired(), "the failing sync never ran");
+    let err = err.expect("no append failed after the background sync failed");
+    assert!(matches!(err, Error::Poisoned { .. }), "{err:?}");
+    assert_eq!(os_error(&err), Some(EIO), "{err}");
+    assert_eq!(
+        wal.durable_lsn(),
+        acked[7].0,
+        "the failed sync moved the watermark"
+    );
+    assert!(matches!(wal.sync().await, Err(Error::Poisoned { .. })));
+    wal.simulate_crash().await;
+    let got = recover(tmp.path()).await;
+    assert_eq!(&got[..acked.len()], &acked[..]);
+}

@@ -7,8 +7,8 @@
 //! all or none, acknowledged truncates stay, interrupted ones are all or
 //! none, and no acknowledged Lsn is handed out again.
 //!
-//! `WAL_POWERLOSS_SOAK=<n>` runs `n` seeds of the full mix in both sync
-//! modes (`cargo test -p wal-fs --test powerloss soak -- --nocapture`);
+//! `WAL_POWERLOSS_SOAK=<n>` runs `n` seeds of the full mix in every sync
+//! mode (`cargo test -p wal-fs --test powerloss soak -- --nocapture`);
 //! `WAL_POWERLOSS_SEEDS=5,6` reruns the other sweeps on chosen seeds. Each
 //! violation is printed with the smallest crash point K that shows it, the
 //! workload's steps and the file operations up to K.
@@ -21,7 +21,7 @@
 #[path = "support/powerloss/mod.rs"]
 mod powerloss;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use powerloss::{
     sweep,
@@ -87,6 +87,47 @@ async fn sync_none_full_mix() {
             mode: SyncMode::None,
             mix: Mix::ALL,
             seeds: vec![7, 8],
+            random_states: 2,
+            broken_sync: false,
+            fsyncgate: Gate::Skip,
+        },
+    )
+    .await;
+    assert_clean(&r);
+}
+
+/// The byte-budget mode: the Wal syncs on its own after the batch that
+/// brings the unsynced payload to 1500 bytes (most workload steps cross it
+/// within a few appends), so promises come from the durable watermark the
+/// workload saw between its explicit syncs.
+#[tokio::test]
+async fn every_bytes_full_mix() {
+    let r = run(
+        "EveryBytes(1500), full mix",
+        Sweep {
+            mode: SyncMode::EveryBytes(1500),
+            mix: Mix::ALL,
+            seeds: vec![9],
+            random_states: 2,
+            broken_sync: false,
+            fsyncgate: Gate::Skip,
+        },
+    )
+    .await;
+    assert_clean(&r);
+}
+
+/// The interval mode: the Wal syncs on its own once the oldest unsynced
+/// append is 300 us old (a timer between batches), so background syncs land
+/// at crash points the workload does not choose.
+#[tokio::test]
+async fn interval_full_mix() {
+    let r = run(
+        "Interval(300us), full mix",
+        Sweep {
+            mode: SyncMode::Interval(Duration::from_micros(300)),
+            mix: Mix::ALL,
+            seeds: vec![10],
             random_states: 2,
             broken_sync: false,
             fsyncgate: Gate::Skip,
@@ -176,7 +217,7 @@ fn workloads_cover_the_mix() {
     }
 }
 
-/// `WAL_POWERLOSS_SOAK=<n>`: n seeds of the full mix, both sync modes
+/// `WAL_POWERLOSS_SOAK=<n>`: n seeds of the full mix, every sync mode
 /// (`WAL_POWERLOSS_FSYNCGATE=1` adds model (e) at every `fdatasync`).
 #[tokio::test]
 async fn soak() {
@@ -189,7 +230,12 @@ async fn soak() {
     };
     let started = Instant::now();
     let mut total = Report::default();
-    for mode in [SyncMode::EveryBatch, SyncMode::None] {
+    for mode in [
+        SyncMode::EveryBatch,
+        SyncMode::None,
+        SyncMode::EveryBytes(1500),
+        SyncMode::Interval(Duration::from_micros(300)),
+    ] {
         let r = sweep(&Sweep {
             mode,
             mix: Mix::ALL,

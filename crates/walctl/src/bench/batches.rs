@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use wal_core::{FailureSignal, Lsn, ReadLimit, Record, Result, StoreReader, StoreState, WalStore};
+use wal_core::{
+    Durability, FailureSignal, Lsn, ReadLimit, Record, Result, StoreReader, StoreState, WalStore,
+};
 
 /// Records per `append` call, collected by [`Counting`].
 #[derive(Clone)]
@@ -84,6 +86,9 @@ impl<S: WalStore> WalStore for Counting<S> {
     }
     fn blocking_io(&self) -> bool {
         self.inner.blocking_io()
+    }
+    fn durability(&self) -> Durability {
+        self.inner.durability()
     }
     async fn append(&mut self, records: &[Record]) -> Result<()> {
         let r = self.inner.append(records).await;

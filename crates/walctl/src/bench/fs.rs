@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use wal_core::{blocking::BlockingWal, Lsn, Wal, WalOptions};
-use wal_fs::{FsOptions, FsStore};
+use wal_fs::{FsOptions, FsStore, SyncMode};
 
 use super::{
     batches::{BatchStats, Batches, Counting},
@@ -55,6 +55,40 @@ pub struct Args {
     /// calling `BlockingWal::append`.
     #[arg(long)]
     pub blocking: bool,
+    /// The Wal's sync mode: `every-batch` (the default: each append awaited
+    /// until durable), `interval:<duration>` (e.g. interval:10ms),
+    /// `every-bytes:<size>` (e.g. every-bytes:1MiB) or `none`. In every mode
+    /// but every-batch an append is awaited until written and the rows
+    /// measure that; the peers always fdatasync.
+    #[arg(long, value_parser = parse_sync_mode, default_value = "every-batch")]
+    pub sync: SyncMode,
+}
+
+/// Parses `--sync`.
+fn parse_sync_mode(s: &str) -> Result<SyncMode, String> {
+    let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+    match (kind, arg) {
+        ("every-batch", "") => Ok(SyncMode::EveryBatch),
+        ("none", "") => Ok(SyncMode::None),
+        ("interval", d) => humantime::parse_duration(d)
+            .map(SyncMode::Interval)
+            .map_err(|e| format!("{s:?}: {d:?} is not a duration (e.g. 10ms, 500us): {e}")),
+        ("every-bytes", n) => parse_size(n).map(SyncMode::EveryBytes),
+        _ => Err(format!(
+            "{s:?}: expected every-batch, none, interval:<duration> or every-bytes:<size>"
+        )),
+    }
+}
+
+/// How `--sync` is shown in reports.
+fn sync_name(mode: SyncMode) -> String {
+    match mode {
+        SyncMode::EveryBatch => "every-batch".into(),
+        SyncMode::None => "none".into(),
+        SyncMode::Interval(d) => format!("interval:{}", humantime::format_duration(d)),
+        SyncMode::EveryBytes(n) => format!("every-bytes:{n}"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// What the reader beside the writers got.
@@ -92,10 +126,13 @@ struct Ratios {
 #[derive(Debug, Serialize)]
 struct Output {
     benchmark: &'static str,
+    /// The Wal's sync mode (`--sync`).
+    sync: String,
     writers: usize,
     entry_bytes: u64,
     rows: Vec<Row>,
-    /// Entries per fdatasync of the Wal's run (without the reader).
+    /// Entries per store append of the Wal's run (without the reader): per
+    /// fdatasync with `--sync every-batch`.
     batches: BatchStats,
     #[serde(skip_serializing_if = "Option::is_none")]
     reader: Option<ReaderStats>,
@@ -126,8 +163,18 @@ pub fn run(work: &super::WorkDir, json: bool, args: &Args) -> Result<u8> {
     show(&rows);
     if !json {
         println!(
-            "entries per fdatasync: median {}, p10 {}, p90 {}, mean {:.1}, max {} ({} batches)",
-            batches.p50, batches.p10, batches.p90, batches.mean, batches.max, batches.batches
+            "entries per {}: median {}, p10 {}, p90 {}, mean {:.1}, max {} ({} batches)",
+            if args.sync == SyncMode::EveryBatch {
+                "fdatasync"
+            } else {
+                "write (--sync does not fdatasync every batch)"
+            },
+            batches.p50,
+            batches.p10,
+            batches.p90,
+            batches.mean,
+            batches.max,
+            batches.batches
         );
     }
     if args.blocking {
@@ -182,6 +229,7 @@ pub fn run(work: &super::WorkDir, json: bool, args: &Args) -> Result<u8> {
             &mut std::io::stdout().lock(),
             &Output {
                 benchmark: "fs",
+                sync: sync_name(args.sync),
                 writers: args.writers,
                 entry_bytes: args.size,
                 rows,
@@ -244,7 +292,8 @@ fn wal_run(
         .context("starting the tokio runtime")?;
     rt.block_on(async move {
         let batches = Batches::new()?;
-        let store = Counting::new(FsStore::new(dir, FsOptions::default()), batches.clone());
+        let options = FsOptions::default().sync_mode(args.sync);
+        let store = Counting::new(FsStore::new(dir, options), batches.clone());
         let (wal, _recovery) = Wal::open(store, WalOptions::default())
             .await
             .context("opening the wal")?;
@@ -318,7 +367,7 @@ fn wal_run(
 
 /// One run of the blocking API: `args.writers` plain threads appending.
 fn blocking_run(dir: &Path, args: &Args, count: Option<u64>) -> Result<Row> {
-    let store = FsStore::new(dir, FsOptions::default());
+    let store = FsStore::new(dir, FsOptions::default().sync_mode(args.sync));
     let (wal, _recovery) =
         BlockingWal::open(store, WalOptions::default()).context("opening the wal")?;
     let payload = Bytes::from(vec![0x3cu8; usize::try_from(args.size).context("size")?]);

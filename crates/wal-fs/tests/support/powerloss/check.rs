@@ -39,7 +39,7 @@ pub fn check(
         .cps
         .iter()
         .enumerate()
-        .filter(|(_, c)| o.counts(c.commit.map(|x| x.1)))
+        .filter(|(_, c)| o.counts_at(c.commit.map(|x| x.1), c.commit.map(|x| x.0)))
         .map(|(i, _)| i)
         .max();
     let got_cp = cp.and_then(|info| {
@@ -245,7 +245,7 @@ pub fn check(
     }
     for c in &o.cps {
         if let Some((l, t)) = c.commit {
-            if o.counts(Some(t)) {
+            if o.counts_at(Some(t), Some(l)) {
                 max = max.max(l);
             }
         }

@@ -231,6 +231,10 @@ pub struct Oracle {
     pub t: u64,
     /// Step time of the last successful `sync()`.
     pub last_sync: u64,
+    /// The highest `Wal::durable_lsn()` the workload saw: every entry
+    /// acknowledged at or below it is promised, whatever the sync mode
+    /// (the interval and byte-budget modes sync on their own).
+    pub durable: u64,
     pub data: Vec<DataRec>,
     pub cps: Vec<CpRec>,
     pub truncates: Vec<TruncRec>,
@@ -247,6 +251,7 @@ impl Oracle {
             mode,
             t: 0,
             last_sync: 0,
+            durable: 0,
             data: Vec::new(),
             cps: Vec::new(),
             truncates: Vec::new(),
@@ -266,9 +271,20 @@ impl Oracle {
         }
     }
 
+    /// Whether a record acknowledged at `t` with Lsn `lsn` is promised: as
+    /// [`counts`](Self::counts), or at or below the durable watermark seen.
+    pub fn counts_at(&self, t: Option<u64>, lsn: Option<u64>) -> bool {
+        self.counts(t) || (t.is_some() && lsn.is_some_and(|l| l <= self.durable))
+    }
+
     /// Whether a data entry is promised to survive a power loss.
     pub fn promised(&self, d: &DataRec) -> bool {
-        d.synced_later || self.counts(d.acked)
+        d.synced_later || self.counts_at(d.acked, d.lsn)
+    }
+
+    /// Notes the Wal's durable watermark as it is now.
+    fn observe(&mut self, wal: &Wal) {
+        self.durable = self.durable.max(wal.durable_lsn().0);
     }
 
     /// Records `payload` as data entry `op`, appended at `lsn` and synced
@@ -317,6 +333,7 @@ fn fail<T>(o: &mut Oracle, what: &str, e: &Error) -> Result<T, ()> {
 /// Runs `steps` on `wal` until the first error (the crash).
 pub async fn run(wal: &Wal, steps: &[Step], o: &mut Oracle) {
     let _ = run_steps(wal, steps, o).await;
+    o.observe(wal);
 }
 
 /// Submits one data entry and records it in the oracle (not yet
@@ -358,6 +375,7 @@ async fn append_one(wal: &Wal, o: &mut Oracle, len: usize) -> Result<(), ()> {
 
 async fn run_steps(wal: &Wal, steps: &[Step], o: &mut Oracle) -> Result<(), ()> {
     for step in steps {
+        o.observe(wal);
         match step {
             Step::Append(len) => append_one(wal, o, *len).await?,
             Step::Pipelined(lens) => {
