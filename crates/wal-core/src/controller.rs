@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tracing::{debug, debug_span, warn, Instrument};
 
 use crate::{
+    metrics::{SyncTrigger, WalMetrics},
     store::{FailureSignal, ReadLimit, StoreState},
     Durability, Error, Lsn, Record, RecordKind, Result, WalStore,
 };
@@ -183,7 +184,8 @@ impl Status {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
-    fn set_fault(&self, e: Error) {
+    /// Sets the fault unless one is set; true if this call set it.
+    fn set_fault(&self, e: Error) -> bool {
         self.fault.send_if_modified(|f| {
             if f.is_none() {
                 *f = Some(e);
@@ -191,7 +193,7 @@ impl Status {
             } else {
                 false
             }
-        });
+        })
     }
 }
 
@@ -216,6 +218,7 @@ pub(crate) struct Controller<S> {
     /// What was written since the last successful sync, for a store whose
     /// appends are not durable by themselves.
     unsynced: Option<Unsynced>,
+    metrics: Arc<WalMetrics>,
 }
 
 /// Written, not yet synced: since when, and how many payload bytes.
@@ -236,6 +239,7 @@ pub(crate) struct ControllerConfig {
     pub max_batch_records: usize,
     /// The controller runs on a thread of its own (blocking store).
     pub own_thread: bool,
+    pub metrics: Arc<WalMetrics>,
 }
 
 /// Sets `Closed` if the controller goes away without having set a fault
@@ -244,7 +248,7 @@ struct StopGuard(Arc<Status>);
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
-        self.0.set_fault(Error::Closed);
+        let _ = self.0.set_fault(Error::Closed);
     }
 }
 
@@ -283,11 +287,13 @@ impl<S: WalStore> Controller<S> {
             max_batch_bytes,
             max_batch_records,
             own_thread,
+            metrics,
         } = config;
         let durability = store.durability();
         Controller {
             durability,
             unsynced: None,
+            metrics,
             store,
             rx,
             status,
@@ -440,9 +446,14 @@ impl<S: WalStore> Controller<S> {
             return;
         }
         let bytes = self.unsynced.map_or(0, |u| u.bytes);
+        let trigger = match self.durability {
+            Durability::Interval(_) => SyncTrigger::Interval,
+            _ => SyncTrigger::Bytes,
+        };
         let started = Instant::now();
         match guarded(self.store.sync()).await {
             Ok(()) => {
+                self.metrics.sync(trigger, started.elapsed());
                 self.synced();
                 debug!(bytes, micros = micros(started.elapsed()), "background sync");
             }
@@ -504,14 +515,26 @@ impl<S: WalStore> Controller<S> {
         );
         let started = Instant::now();
         let result = guarded(self.store.append(&records)).instrument(span).await;
-        let micros = micros(started.elapsed());
+        let took = started.elapsed();
         match result {
             Ok(()) => {
-                debug!(records = records.len(), bytes, micros, "batch durable");
+                debug!(
+                    records = records.len(),
+                    bytes,
+                    micros = micros(took),
+                    "batch durable"
+                );
+                self.metrics.batch(records.len(), bytes, took);
                 let mut committed = None;
                 for r in &records {
                     match self.checkpoints.observe(r) {
-                        Ok(Some(begin)) => committed = Some(begin),
+                        Ok(Some(begin)) => {
+                            committed = Some(begin);
+                            self.metrics.checkpoint_committed();
+                        }
+                        Ok(None) if r.kind == RecordKind::CheckpointAbort => {
+                            self.metrics.checkpoint_aborted();
+                        }
                         Ok(None) => {}
                         Err(e) => warn!(error = %e, "malformed checkpoint marker"),
                     }
@@ -537,6 +560,7 @@ impl<S: WalStore> Controller<S> {
                 for (reply, lsn, _permit) in replies {
                     let _ = reply.send(Ok(lsn));
                 }
+                self.metrics.queue_depth();
                 // The writers have their answer (written); the sync a byte
                 // budget calls for delays only the next batch, which grows
                 // meanwhile.
@@ -555,6 +579,7 @@ impl<S: WalStore> Controller<S> {
                 for (reply, _, _) in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
+                self.metrics.queue_depth();
             }
         }
     }
@@ -575,8 +600,10 @@ impl<S: WalStore> Controller<S> {
                 let _ = reply.send(r);
             }
             Maintenance::Sync { reply } => {
+                let started = Instant::now();
                 let r = guarded(self.store.sync()).await.map_err(|e| self.poison(e));
                 if r.is_ok() {
+                    self.metrics.sync(SyncTrigger::Explicit, started.elapsed());
                     self.synced();
                 }
                 let _ = reply.send(r);
@@ -597,7 +624,10 @@ impl<S: WalStore> Controller<S> {
                 self.remove_before(point).await;
                 let _ = reply.send(match self.status.fault() {
                     Some(e) => Err(e),
-                    None => Ok(point),
+                    None => {
+                        self.metrics.trimmed();
+                        Ok(point)
+                    }
                 });
             }
             Maintenance::Truncate {
@@ -637,6 +667,7 @@ impl<S: WalStore> Controller<S> {
         self.status.written.send_replace(marker);
         self.status.durable.send_replace(marker);
         self.unsynced = None;
+        self.metrics.truncated();
         debug!(%after, "log truncated");
         Ok(())
     }
@@ -682,7 +713,7 @@ impl<S: WalStore> Controller<S> {
             // A store that does not sync on append syncs when it closes.
             self.synced();
         }
-        self.status.set_fault(Error::Closed);
+        let _ = self.status.set_fault(Error::Closed);
         self.rx.close();
         while let Ok(op) = self.rx.try_recv() {
             fail(op, self.status.terminal_error());
@@ -692,7 +723,9 @@ impl<S: WalStore> Controller<S> {
 
     fn poison(&self, cause: Error) -> Error {
         warn!(error = %cause, "wal poisoned");
-        self.status.set_fault(cause.poisoned());
+        if self.status.set_fault(cause.clone().poisoned()) {
+            self.metrics.poisoned(&cause);
+        }
         self.status.terminal_error()
     }
 }

@@ -163,6 +163,29 @@ impl Error {
         }
     }
 
+    /// A short, stable name of the variant (`"fenced"`, `"io"`,
+    /// `"corrupt"`, ...), for logs and metric labels. A `Poisoned` error is
+    /// named by its root cause.
+    pub fn kind(&self) -> &'static str {
+        match self.root_cause() {
+            Error::Fenced { .. } => "fenced",
+            Error::Locked { .. } => "locked",
+            Error::Corrupt { .. } => "corrupt",
+            Error::EntryTooLarge { .. } => "entry_too_large",
+            Error::Poisoned { .. } => "poisoned",
+            Error::Panicked { .. } => "panicked",
+            Error::LsnExhausted { .. } => "lsn_exhausted",
+            Error::Closed => "closed",
+            Error::CheckpointInProgress => "checkpoint_in_progress",
+            Error::TruncateBelowCheckpoint { .. } => "truncate_below_checkpoint",
+            Error::Trimmed { .. } => "trimmed",
+            Error::Unavailable(_) => "unavailable",
+            Error::Tls(_) => "tls",
+            Error::InvalidArgument(_) => "invalid_argument",
+            Error::Io(_) => "io",
+        }
+    }
+
     /// True if this writer lost ownership (directly or as the poisoning cause).
     pub fn is_fenced(&self) -> bool {
         matches!(self.root_cause(), Error::Fenced { .. })

@@ -27,6 +27,14 @@
 //! panic in a store method or in the controller poisons it the same way, with
 //! [`Error::Panicked`] as the cause: it never passes for a clean close.
 //!
+//! ## Metrics
+//! With the `metrics` feature, a Wal reports batches, records and bytes
+//! appended, append and sync latency histograms, the batch-size histogram,
+//! queued bytes, syncs by trigger, trims, truncates, checkpoint commits and
+//! aborts, and poisonings by cause through the `metrics` facade, each with
+//! the label `wal` = [`WalOptions::metrics_name`]. The README's "Metrics"
+//! table lists names, types and units.
+//!
 //! ## Testkit
 //! With the `testkit` feature, `testkit` holds the conformance suite every
 //! backend runs, and `conformance_tests!` expands to one `#[tokio::test]`
@@ -42,6 +50,7 @@ mod controller;
 mod error;
 mod lsn;
 mod mem;
+mod metrics;
 mod options;
 mod record;
 mod recovery;

@@ -21,6 +21,9 @@ pub struct WalOptions {
     /// Payload bytes per read request during recovery and `read_from`.
     /// Default: 4 MiB.
     pub read_chunk_bytes: usize,
+    /// The value of the `wal` label on every metric this Wal emits (feature
+    /// `metrics`), to tell the logs of one process apart. Default: `"wal"`.
+    pub metrics_name: String,
 }
 
 impl Default for WalOptions {
@@ -32,6 +35,7 @@ impl Default for WalOptions {
             max_queued_bytes: 64 << 20,
             read_chunk_records: 1024,
             read_chunk_bytes: 4 << 20,
+            metrics_name: "wal".to_string(),
         }
     }
 }
@@ -55,6 +59,11 @@ impl WalOptions {
     /// Sets [`max_queued_bytes`](Self::max_queued_bytes).
     pub fn max_queued_bytes(mut self, v: usize) -> Self {
         self.max_queued_bytes = v;
+        self
+    }
+    /// Sets [`metrics_name`](Self::metrics_name).
+    pub fn metrics_name(mut self, name: impl Into<String>) -> Self {
+        self.metrics_name = name.into();
         self
     }
     /// Sets both read chunk bounds.

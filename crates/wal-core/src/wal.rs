@@ -20,6 +20,7 @@ use tokio::{
 
 use crate::{
     controller::{Controller, ControllerConfig, Maintenance, Op, Status, WriteOp},
+    metrics::WalMetrics,
     recovery::{self, Recovery},
     store::{ReadLimit, StoreReader},
     Checkpoint, Entry, Error, Lsn, Record, RecordKind, Result, WalOptions, WalStore,
@@ -67,6 +68,7 @@ pub(crate) struct Inner {
     submit: Mutex<Submitter>,
     queue: Arc<Semaphore>,
     queue_cap: usize,
+    metrics: Arc<WalMetrics>,
     pub(crate) status: Arc<Status>,
     pub(crate) checkpoint_open: AtomicBool,
     max_entry_bytes: usize,
@@ -177,6 +179,13 @@ impl Wal {
             .min(max_append_bytes);
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Status::new(state));
+        let queue_cap = options.max_queued_bytes.clamp(1, u32::MAX as usize);
+        let queue = Arc::new(Semaphore::new(queue_cap));
+        let metrics = Arc::new(WalMetrics::new(
+            &options.metrics_name,
+            queue.clone(),
+            queue_cap,
+        ));
         let controller = Controller::new(
             store,
             rx,
@@ -187,6 +196,7 @@ impl Wal {
                 max_batch_bytes: options.max_batch_bytes.min(max_append_bytes),
                 max_batch_records: options.max_batch_records,
                 own_thread: blocking,
+                metrics: metrics.clone(),
             },
         );
         let task = if blocking {
@@ -194,11 +204,11 @@ impl Wal {
         } else {
             tokio::spawn(controller.run())
         };
-        let queue_cap = options.max_queued_bytes.clamp(1, u32::MAX as usize);
         let wal = Wal {
             inner: Arc::new(Inner {
                 submit: Mutex::new(Submitter { next_lsn, tx }),
-                queue: Arc::new(Semaphore::new(queue_cap)),
+                queue,
+                metrics,
                 queue_cap,
                 status,
                 checkpoint_open: AtomicBool::new(false),
@@ -558,6 +568,7 @@ impl Wal {
             .acquire_many_owned(permits)
             .await
             .map_err(|_| Error::Closed)?;
+        self.inner.metrics.queue_depth();
         self.enqueue_now(items, Some(permit))
     }
 

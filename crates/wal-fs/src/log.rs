@@ -306,8 +306,18 @@ impl SegmentLog {
             None => true,
         };
         if rotate {
+            #[cfg(feature = "metrics")]
+            let rotation = self.active.is_some();
             self.seal_active()?;
             self.create_segment(first)?;
+            #[cfg(feature = "metrics")]
+            if rotation {
+                metrics::counter!(
+                    "wal_fs_segment_rotations_total",
+                    "dir" => self.dir.display().to_string()
+                )
+                .increment(1);
+            }
         }
         let (Some(active), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("wal-fs: no active segment after rotation").into());
