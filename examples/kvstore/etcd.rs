@@ -9,17 +9,22 @@
 //! Each round, the primary (hidden subcommand `serve`) applies demo writes
 //! while a fresh standby (hidden subcommand `standby`) tails the log with an
 //! [`EtcdReader`] (it owns nothing), keeps its own map up to date, and waits
-//! for ownership with [`Acquire::Wait`]. The demo then SIGKILLs the primary,
-//! or pauses it with SIGSTOP (the zombie: alive, holding a lease it no longer
-//! renews). Once the lease lapses the standby claims the log, recovers it,
-//! checks that the map it kept by tailing is the recovered one, and reports
-//! READY; the demo checks that the recovered map is exactly the one implied
-//! by the writes the primary acknowledged (one more that was durable but not
-//! yet acknowledged is allowed). A paused primary is then resumed
-//! (SIGCONT): its next write must be refused as fenced, and the demo reads
-//! the log with a reader of its own to check that every write in it is the
-//! write of the process that owned the log at the time. The standby is the
-//! next round's primary.
+//! for ownership with [`Acquire::Wait`]. The demo then takes the primary
+//! down, in turn: SIGKILL; SIGSTOP between two writes; SIGSTOP wherever it
+//! is (nearly always with a write in flight). A paused primary is the
+//! zombie: alive, holding a lease it no longer renews. Once the lease lapses
+//! the standby claims the log, recovers it, checks that the map it kept by
+//! tailing is the recovered one, and reports READY; the demo checks that the
+//! recovered map is exactly the one implied by the writes the primary
+//! acknowledged (one more that was durable but not yet acknowledged is
+//! allowed, except after a pause between writes). A paused primary is then
+//! resumed (SIGCONT): paused between writes, its next write must be refused
+//! as fenced; paused mid-write, the write in flight may instead end as
+//! "outcome unknown" (ownership lost), and the standby's recovery shows
+//! whether it landed. Either way it exits, and the demo reads the log with a
+//! reader of its own to check that every write in it is the write of the
+//! process that owned the log at the time. The standby is the next round's
+//! primary.
 //!
 //! Besides the lines of `serve` (`READY`, `ACK`, `CKPT`; here `READY <next
 //! seq> <keys> <digest>`), the etcd processes print:
@@ -31,6 +36,12 @@
 //!   `seq` (record `lsn`);
 //! - `FENCED <seq>`: write `seq` (and every later one) was refused: this
 //!   writer lost the log; it exits with code 3;
+//! - `HELD <seq>`: after the line `HOLD` on its standard input, the
+//!   writer finished write `seq` and starts no other until the line `GO`
+//!   (so that the demo can pause it between two writes);
+//! - `LOST <seq>`: the writer lost the log with write `seq` in flight and
+//!   the store could not tell whether it landed (see the README's etcd
+//!   section); it exits with code 3 too;
 //! - `CLOSED <seq>`: standard input closed (the demo's way to stop a
 //!   writer): the log was closed cleanly after write `seq`, and the lease
 //!   revoked.
@@ -54,7 +65,7 @@ use crate::{
     clock_seed,
     follower::{digest, Follower},
     kv::{demo_op, splitmix64, KvError, KvState, KvStore, Op, RecoveryReport},
-    write_loop, BoxError, EtcdTarget,
+    write_one, BoxError, EtcdTarget,
 };
 
 /// Lease TTL of `put`, `del`, `checkpoint` (seconds).
@@ -175,15 +186,63 @@ async fn read_log(
     }
 }
 
-/// Becomes true when standard input closes: how the demo stops a writer,
-/// and how a writer notices that the demo is gone.
-fn stdin_closed() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// What the demo tells a writer on its standard input.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Write (the start, and the line `GO`).
+    Run,
+    /// The line `HOLD`: finish the write under way, say `HELD`, and start
+    /// no other until `GO`.
+    Hold,
+    /// Standard input closed: close the log and exit. Also how a child
+    /// notices that the demo is gone.
+    Stop,
+}
+
+/// Follows standard input (`HOLD`, `GO`, end of input).
+fn control() -> watch::Receiver<Control> {
+    let (tx, rx) = watch::channel(Control::Run);
     thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-        let _ = tx.send(true);
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let c = match line.trim() {
+                "HOLD" => Control::Hold,
+                "GO" => Control::Run,
+                _ => continue,
+            };
+            if tx.send(c).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Control::Stop);
     });
     rx
+}
+
+/// Demo writes, one at a time, as `control` allows. Ends when it says stop.
+async fn write_loop(
+    kv: &mut KvStore,
+    seed: u64,
+    keys: u64,
+    control: &mut watch::Receiver<Control>,
+) -> Result<(), BoxError> {
+    loop {
+        let now = *control.borrow_and_update();
+        match now {
+            Control::Run => write_one(kv, seed, keys).await?,
+            Control::Stop => return Ok(()),
+            Control::Hold => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "HELD {}", kv.state().seq)?;
+                out.flush()?;
+                drop(out);
+                // No write is under way: wait for the next word.
+                if control.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 fn print_ready(kv: &KvStore) -> Result<(), BoxError> {
@@ -206,12 +265,12 @@ pub async fn serve(
     checkpoint_every: u64,
     keys: u64,
 ) -> Result<ExitCode, BoxError> {
-    let stop = stdin_closed();
+    let control = control();
     let options = options(t, DEMO_TTL)?;
     let store = EtcdStore::new(options.clone().acquire(Acquire::Wait(CLAIM_WAIT)));
     let (kv, _) = KvStore::open(store, checkpoint_every).await?;
     print_ready(&kv)?;
-    write_until_stopped(kv, seed, keys, stop, &options).await
+    write_until_stopped(kv, seed, keys, control, &options).await
 }
 
 /// Writes until standard input closes (then closes the log cleanly) or the
@@ -220,10 +279,10 @@ async fn write_until_stopped(
     mut kv: KvStore,
     seed: u64,
     keys: u64,
-    stop: watch::Receiver<bool>,
+    mut control: watch::Receiver<Control>,
     options: &EtcdOptions,
 ) -> Result<ExitCode, BoxError> {
-    match write_loop(&mut kv, seed, keys, &|| *stop.borrow()).await {
+    match write_loop(&mut kv, seed, keys, &mut control).await {
         Ok(()) => {
             let seq = kv.state().seq;
             kv.close().await?;
@@ -275,7 +334,7 @@ pub async fn standby(
     checkpoint_every: u64,
     keys: u64,
 ) -> Result<ExitCode, BoxError> {
-    let mut stop = stdin_closed();
+    let mut control = control();
     let options = options(t, DEMO_TTL)?;
     let reader = EtcdReader::connect(options.clone()).await?;
     let (head, _) = reader.head().await?;
@@ -302,7 +361,11 @@ pub async fn standby(
         tokio::select! {
             opened = &mut open => break opened?,
             item = tail.next() => follow(&mut follower, &mut tail, &reader, item)?,
-            _ = stop.changed() => return Ok(ExitCode::SUCCESS),
+            _ = control.changed() => {
+                if *control.borrow() == Control::Stop {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
         }
     };
     let waited = started.elapsed();
@@ -351,7 +414,7 @@ pub async fn standby(
         .into());
     }
     print_ready(&kv)?;
-    write_until_stopped(kv, seed, keys, stop, &options).await
+    write_until_stopped(kv, seed, keys, control, &options).await
 }
 
 /// Takes one item of the standby's tail into its map.
@@ -385,8 +448,26 @@ fn follow(
 enum Victim {
     /// SIGKILL: the process is gone.
     Kill,
-    /// SIGSTOP, and SIGCONT after the takeover: a zombie that wakes up.
-    Pause,
+    /// SIGSTOP between two writes (after `HOLD`), and SIGCONT after the
+    /// takeover: a zombie that wakes up and tries its next write.
+    PauseBetweenWrites,
+    /// SIGSTOP wherever the writer is (nearly always with a write in
+    /// flight), and SIGCONT after the takeover.
+    PauseMidWrite,
+}
+
+impl Victim {
+    fn for_round(round: u32) -> Victim {
+        match round % 3 {
+            1 => Victim::Kill,
+            2 => Victim::PauseBetweenWrites,
+            _ => Victim::PauseMidWrite,
+        }
+    }
+
+    fn is_pause(self) -> bool {
+        self != Victim::Kill
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -414,6 +495,8 @@ struct Said {
     acks: u64,
     checkpoints: u64,
     fenced: Option<u64>,
+    /// It held between writes after this one (`HELD`).
+    held: Option<u64>,
     /// The write whose outcome this writer could not know (it lost the log
     /// with that write in flight).
     lost: Option<u64>,
@@ -504,9 +587,18 @@ impl Proc {
             }
             ("FENCED", 1) => s.fenced = Some(num(0)?),
             ("LOST", 1) => s.lost = Some(num(0)?),
+            ("HELD", 1) => s.held = Some(num(0)?),
             ("CLOSED", 1) => s.closed = Some(num(0)?),
             _ => return Err(bad()),
         }
+        Ok(())
+    }
+
+    /// Writes a line to its standard input.
+    fn send(&mut self, line: &str) -> Result<(), BoxError> {
+        let stdin = self.stdin.as_mut().ok_or("standard input already closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
         Ok(())
     }
 
@@ -723,7 +815,7 @@ pub fn demo(
     );
     println!("each round: the primary applies random puts/deletes over {keys} keys (checkpoint every {checkpoint_every} writes)");
     println!("while a standby tails the log and waits for the primary's {ttl} s lease; the primary is SIGKILLed or paused (SIGSTOP),");
-    println!("the standby takes over and checks every acknowledged write; a paused primary is resumed and must be fenced (seed {seed})");
+    println!("the standby takes over and checks every acknowledged write; a paused primary is resumed and must land nothing (seed {seed})");
 
     let start = rt.block_on(read_state(&target))?;
     if start.state.seq == 0 {
@@ -769,17 +861,16 @@ pub fn demo(
 
     let (mut kills, mut pauses, mut fenced_rounds, mut total_acked) = (0, 0, 0, 0);
     for round in 1..=rounds {
-        let how = if round % 2 == 1 {
-            Victim::Kill
-        } else {
-            Victim::Pause
-        };
+        let how = Victim::for_round(round);
         println!(
             "\nround {round}/{rounds}: the primary (pid {}) will be {}",
             primary.pid,
             match how {
                 Victim::Kill => "killed with SIGKILL",
-                Victim::Pause => "paused with SIGSTOP, then resumed after the takeover",
+                Victim::PauseBetweenWrites =>
+                    "paused with SIGSTOP between two writes, then resumed after the takeover",
+                Victim::PauseMidWrite =>
+                    "paused with SIGSTOP in the middle of its writes, then resumed after the takeover",
             }
         );
         let standby_seed = splitmix64(&mut rng);
@@ -821,7 +912,19 @@ pub fn demo(
                 )?;
                 kills += 1;
             }
-            Victim::Pause => {
+            Victim::PauseBetweenWrites => {
+                // The write under way finishes; no other starts.
+                primary.send("HOLD")?;
+                children.pump(
+                    &mut [&mut primary, &mut standby],
+                    Instant::now() + Duration::from_secs(10),
+                    "the primary to hold between writes",
+                    |p| p[0].said.held.is_some(),
+                )?;
+                signal(primary.pid, "STOP")?;
+                pauses += 1;
+            }
+            Victim::PauseMidWrite => {
                 signal(primary.pid, "STOP")?;
                 pauses += 1;
             }
@@ -834,7 +937,7 @@ pub fn demo(
             "  {} the primary after {:.2} s: it acknowledged {acked} writes (#{first_seq}..=#{last_seq}, up to lsn {last_lsn}, ~{:.0}/s), {} checkpoint(s) committed",
             match how {
                 Victim::Kill => "killed",
-                Victim::Pause => "paused",
+                Victim::PauseBetweenWrites | Victim::PauseMidWrite => "paused",
             },
             ran.as_secs_f64(),
             acked as f64 / ran.as_secs_f64(),
@@ -855,10 +958,7 @@ pub fn demo(
             "  standby pid {} took over {:.2} s after the {} (waited {:.2} s in all; fencing token {}); its own map, kept by tailing, was at write #{} when it got the log",
             standby.pid,
             took.as_secs_f64(),
-            match how {
-                Victim::Kill => "kill",
-                Victim::Pause => "pause",
-            },
+            if how.is_pause() { "pause" } else { "kill" },
             owner.waited_ms as f64 / 1000.0,
             owner.token,
             owner.tailed_seq
@@ -875,6 +975,16 @@ pub fn demo(
                 format!("FAILED: the standby recovered write #{recovered}, but only #{last_seq} was acknowledged and the writer does one write at a time")
             })?;
         }
+        if let Some(held) = primary
+            .said
+            .held
+            .filter(|_| how == Victim::PauseBetweenWrites)
+        {
+            // Nothing was in flight: the log ends exactly at the last write.
+            ensure(held == last_seq && recovered == held, || {
+                format!("FAILED: the primary held after write #{held} (acknowledged #{last_seq}), the standby recovered #{recovered}")
+            })?;
+        }
         let expected = book.expected_at(recovered);
         ensure(
             ready.digest == digest(&expected) && ready.keys == expected.map.len() as u64,
@@ -884,9 +994,13 @@ pub fn demo(
             },
         )?;
 
-        if how == Victim::Pause {
+        if how.is_pause() {
             primary.may_exit = true;
             signal(primary.pid, "CONT")?;
+            if how == Victim::PauseBetweenWrites {
+                // Its next write is the first after the takeover.
+                primary.send("GO")?;
+            }
             children.pump(
                 &mut [&mut primary, &mut standby],
                 Instant::now() + Duration::from_secs(30),
@@ -914,7 +1028,7 @@ pub fn demo(
                         "  resumed the old primary (SIGCONT): its write #{refused} was refused as fenced and it exited with code {EXIT_FENCED}; it had acknowledged up to #{last_seq}"
                     );
                 }
-                (None, Some(in_flight)) => {
+                (None, Some(in_flight)) if how == Victim::PauseMidWrite => {
                     ensure(in_flight == last_seq + 1 && recovered >= last_seq, || {
                         format!("FAILED: the old primary lost write #{in_flight} in flight, acknowledged #{last_seq}, the standby recovered #{recovered}")
                     })?;
@@ -922,6 +1036,12 @@ pub fn demo(
                         "  resumed the old primary (SIGCONT): its write #{in_flight}, in flight across the pause, failed with \"outcome unknown: ownership lost\" and it exited with code {EXIT_FENCED}; the standby's recovery {} it",
                         if recovered == in_flight { "holds" } else { "does not hold" }
                     );
+                }
+                (None, Some(seq)) => {
+                    return Err(format!(
+                        "FAILED: the old primary, paused between writes, was not refused as fenced: its write #{seq} failed otherwise"
+                    )
+                    .into())
                 }
                 (None, None) => {
                     return Err(
@@ -952,9 +1072,10 @@ pub fn demo(
             "  read back without owning the log: writes up to #{} (lsn {}), each one made by the process that owned the log at the time{}",
             log.state.seq,
             log.lsn,
-            match how {
-                Victim::Kill => "",
-                Victim::Pause => "; nothing from the old primary after the takeover",
+            if how.is_pause() {
+                "; nothing from the old primary after the takeover"
+            } else {
+                ""
             }
         );
         println!("  OK: every acknowledged write recovered; the standby is the primary now");

@@ -32,6 +32,24 @@
 //!
 //! Write number `seq` is `kv::demo_op(seed, seq, keys)`, so the demo can
 //! recompute every write from the seed it gave the writer.
+//!
+//! ## On etcd
+//!
+//! Every command also runs on a log in etcd instead of a directory:
+//! `--etcd ENDPOINTS --name LOG [--prefix P]` (build with `--features
+//! etcd`). `get` and `list` then read the log without claiming it (beside a
+//! running writer); `put`, `del` and `checkpoint` claim it, waiting up to
+//! 30 s for another owner's lease to lapse.
+//!
+//! ```text
+//! docker-compose up -d etcd
+//! cargo run --release --example kvstore --features etcd -- demo --etcd http://127.0.0.1:2379
+//! cargo run --release --example kvstore --features etcd -- list --etcd http://127.0.0.1:2379 --name kvstore
+//! ```
+//!
+//! There `demo` runs a primary and a standby process on one log, takes the
+//! primary down (SIGKILL, or SIGSTOP and later SIGCONT), and checks the
+//! standby's takeover and the old primary's fencing: see `etcd.rs`.
 
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -416,32 +434,27 @@ async fn serve(dir: &Path, seed: u64, checkpoint_every: u64, keys: u64) -> Resul
     writeln!(out, "READY {} {}", kv.next_seq(), kv.state().map.len())?;
     out.flush()?;
     drop(out);
-    write_loop(&mut kv, seed, keys, &|| false).await
+    loop {
+        write_one(&mut kv, seed, keys).await?;
+    }
 }
 
-/// The writer's loop: demo write after demo write, each reported once it
-/// is durable, until `stop` says so (checked between writes).
-async fn write_loop(
-    kv: &mut KvStore,
-    seed: u64,
-    keys: u64,
-    stop: &dyn Fn() -> bool,
-) -> Result<(), BoxError> {
+/// The writer's step: the next demo write, reported once it is durable
+/// (`ACK`), with the checkpoints that committed meanwhile (`CKPT`).
+async fn write_one(kv: &mut KvStore, seed: u64, keys: u64) -> Result<(), BoxError> {
+    let seq = kv.next_seq();
+    let (acked, lsn) = kv.apply(demo_op(seed, seq, keys)).await?;
+    debug_assert_eq!(acked, seq);
     let mut out = std::io::stdout().lock();
-    while !stop() {
-        let seq = kv.next_seq();
-        let (acked, lsn) = kv.apply(demo_op(seed, seq, keys)).await?;
-        debug_assert_eq!(acked, seq);
-        writeln!(out, "ACK {seq} {lsn}")?;
-        for cp in kv.take_finished() {
-            writeln!(
-                out,
-                "CKPT {} {} {} {}",
-                cp.begin, cp.commit, cp.keys, cp.seq
-            )?;
-        }
-        out.flush()?;
+    writeln!(out, "ACK {seq} {lsn}")?;
+    for cp in kv.take_finished() {
+        writeln!(
+            out,
+            "CKPT {} {} {} {}",
+            cp.begin, cp.commit, cp.keys, cp.seq
+        )?;
     }
+    out.flush()?;
     Ok(())
 }
 

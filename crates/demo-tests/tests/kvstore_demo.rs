@@ -74,15 +74,18 @@ fn closing_line(out: &str) -> (u64, u64, u64, u64, u64) {
     (nums[0], nums[1], nums[2], nums[3], *nums.last().unwrap())
 }
 
-/// Two rounds on one etcd log: the primary is SIGKILLed (round 1), then
-/// the new primary is paused with SIGSTOP (round 2). Each time the standby,
-/// which tails the log without owning it, must take over once the lease
-/// lapses, with its tailed map equal to the recovered one and exactly the
-/// state of the acknowledged writes; the paused primary, resumed, must lose
-/// the log (fenced, or its in-flight write reported unknown), and the log,
-/// read back by a process that owns nothing, must hold only writes of the
-/// process that owned it at the time. Checkpoints every 100 writes, so the
-/// standbys start on a trimmed log and rebuild from a checkpoint.
+/// Three rounds on one etcd log: the primary is SIGKILLed (round 1); the
+/// next one is paused with SIGSTOP between two writes (round 2); the next
+/// one is paused wherever it is, nearly always mid-write (round 3). Each
+/// time the standby, which tails the log without owning it, must take over
+/// once the lease lapses, with its tailed map equal to the recovered one and
+/// exactly the state of the acknowledged writes. Resumed, the primary paused
+/// between writes must have its next write refused as fenced; the one paused
+/// mid-write must lose the log too (fenced, or its in-flight write reported
+/// unknown). After each round the log, read back by a process that owns
+/// nothing, must hold only writes of the process that owned it at the time.
+/// Checkpoints every 100 writes, so the standbys start on a trimmed log and
+/// rebuild from a checkpoint.
 #[tokio::test(flavor = "multi_thread")]
 async fn etcd_demo_standby_takes_over_from_killed_and_paused_primaries() {
     let endpoints = support::shared_endpoints().await.join(",");
@@ -99,7 +102,7 @@ async fn etcd_demo_standby_takes_over_from_killed_and_paused_primaries() {
                     "--name",
                     &name,
                     "--rounds",
-                    "2",
+                    "3",
                     "--lease-ttl",
                     "2",
                     "--checkpoint-every",
@@ -117,40 +120,48 @@ async fn etcd_demo_standby_takes_over_from_killed_and_paused_primaries() {
     };
     let shown = format!("--- stdout\n{out}\n--- stderr\n{err}");
     assert!(status.success(), "the etcd demo failed ({status})\n{shown}");
+    for round in [
+        "round 1/3: the primary (pid",
+        "will be killed with SIGKILL",
+        "round 2/3: the primary (pid",
+        "will be paused with SIGSTOP between two writes",
+        "round 3/3: the primary (pid",
+        "will be paused with SIGSTOP in the middle of its writes",
+    ] {
+        assert!(out.contains(round), "{round:?} missing\n{shown}");
+    }
+    for each_round in [
+        "the standby's tailed map caught up and equals the recovered one",
+        "OK: every acknowledged write recovered",
+        "each one made by the process that owned the log at the time",
+    ] {
+        assert_eq!(
+            out.matches(each_round).count(),
+            3,
+            "{each_round:?}\n{shown}"
+        );
+    }
+    // Paused between writes: the next write is refused as fenced. Paused
+    // mid-write: fenced too, or the write in flight ends as unknown.
+    let fenced = out
+        .matches("was refused as fenced and it exited with code 3")
+        .count();
+    let unknown = out
+        .matches("failed with \"outcome unknown: ownership lost\" and it exited with code 3")
+        .count();
     assert!(
-        out.contains("round 1/2: the primary") && out.contains("will be killed with SIGKILL"),
-        "{shown}"
-    );
-    assert!(out.contains("will be paused with SIGSTOP"), "{shown}");
-    assert_eq!(
-        out.matches("the standby's tailed map caught up and equals the recovered one")
-            .count(),
-        2,
-        "{shown}"
+        fenced >= 1 && fenced + unknown == 2,
+        "fenced {fenced}, unknown {unknown}\n{shown}"
     );
     assert_eq!(
-        out.matches("OK: every acknowledged write recovered")
+        out.matches("nothing from the old primary after the takeover")
             .count(),
         2,
-        "{shown}"
-    );
-    assert_eq!(
-        out.matches("each one made by the process that owned the log at the time")
-            .count(),
-        2,
-        "{shown}"
-    );
-    // The resumed primary lost the log, one way or the other, and exited 3.
-    assert!(
-        out.contains("was refused as fenced and it exited with code 3")
-            || out.contains(
-                "failed with \"outcome unknown: ownership lost\" and it exited with code 3"
-            ),
         "{shown}"
     );
     assert!(out.contains("owner now: none (lease revoked)"), "{shown}");
     let (takeovers, kills, pauses, acked, keys) = closing_line(&out);
-    assert_eq!((takeovers, kills, pauses), (2, 1, 1), "{shown}");
+    assert_eq!((takeovers, kills, pauses), (3, 1, 2), "{shown}");
     assert!(acked >= 100, "{acked} writes acknowledged\n{shown}");
 
     // A second path to the same log: `list` reads it without claiming it.
