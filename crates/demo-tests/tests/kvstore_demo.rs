@@ -10,6 +10,7 @@ mod support;
 
 use std::{
     io::Read,
+    os::unix::process::CommandExt,
     process::{Command, ExitStatus, Stdio},
     thread,
     time::{Duration, Instant},
@@ -17,11 +18,13 @@ use std::{
 
 const KVSTORE: &str = env!("CARGO_BIN_EXE_kvstore");
 
-/// Runs the kvstore binary; kills it and fails the test if it runs past
-/// `limit`. Returns its status, stdout and stderr.
+/// Runs the kvstore binary in a process group of its own; kills the group
+/// (the demo and its writers, stopped ones included) and fails the test if
+/// it runs past `limit`. Returns its status, stdout and stderr.
 fn kvstore(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
     let mut child = Command::new(KVSTORE)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -45,7 +48,7 @@ fn kvstore(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
         Ok(status) => status.unwrap(),
         Err(_) => {
             let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
+                .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
             panic!(
                 "kvstore {args:?} ran past {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
