@@ -157,6 +157,53 @@ pub fn decode_op(payload: &[u8]) -> Result<(u64, Op), String> {
     Ok((seq, op))
 }
 
+/// One checkpoint entry, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointEntry {
+    /// The snapshot header: the seq of the last write the snapshot includes
+    /// and the number of keys it holds.
+    Header {
+        /// Seq of the last write included.
+        seq: u64,
+        /// Keys in the snapshot.
+        keys: u64,
+    },
+    /// A chunk of (key, value) pairs.
+    Pairs(Vec<(String, String)>),
+}
+
+impl CheckpointEntry {
+    fn name(&self) -> &'static str {
+        match self {
+            CheckpointEntry::Header { .. } => "a second snapshot header",
+            CheckpointEntry::Pairs(_) => "a chunk before the snapshot header",
+        }
+    }
+}
+
+/// Decodes a checkpoint entry (a snapshot header or a chunk of pairs).
+pub fn decode_checkpoint_entry(payload: &[u8]) -> Result<CheckpointEntry, String> {
+    let mut r = Reader(payload);
+    match r.u8()? {
+        TAG_SNAPSHOT => {
+            let seq = r.u64()?;
+            let keys = r.u64()?;
+            r.end()?;
+            Ok(CheckpointEntry::Header { seq, keys })
+        }
+        TAG_CHUNK => {
+            let mut pairs = Vec::new();
+            while !r.0.is_empty() {
+                let key = r.string()?;
+                let value = r.string()?;
+                pairs.push((key, value));
+            }
+            Ok(CheckpointEntry::Pairs(pairs))
+        }
+        t => Err(format!("unknown checkpoint tag {t:#04x}")),
+    }
+}
+
 /// The store's state: the map and the seq of the last write applied to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvState {
@@ -251,25 +298,20 @@ pub async fn replay(mut recovery: Recovery) -> Result<(KvState, RecoveryReport),
                 if !in_checkpoint {
                     return Err(bad(&entry, "checkpoint entry after data entries"));
                 }
-                let mut r = Reader(&entry.payload);
-                match (r.u8(), announced) {
-                    (Ok(TAG_SNAPSHOT), None) => {
-                        state.seq = r.u64().map_err(|e| bad(&entry, e))?;
-                        announced = Some(r.u64().map_err(|e| bad(&entry, e))?);
-                        r.end().map_err(|e| bad(&entry, e))?;
+                match (
+                    decode_checkpoint_entry(&entry.payload).map_err(|e| bad(&entry, e))?,
+                    announced,
+                ) {
+                    (CheckpointEntry::Header { seq, keys }, None) => {
+                        state.seq = seq;
+                        announced = Some(keys);
                         report.checkpoint_seq = state.seq;
                     }
-                    (Ok(TAG_CHUNK), Some(_)) => {
-                        while !r.0.is_empty() {
-                            let key = r.string().map_err(|e| bad(&entry, e))?;
-                            let value = r.string().map_err(|e| bad(&entry, e))?;
-                            state.map.insert(key, value);
-                        }
-                    }
-                    (tag, _) => {
+                    (CheckpointEntry::Pairs(pairs), Some(_)) => state.map.extend(pairs),
+                    (e, _) => {
                         return Err(bad(
                             &entry,
-                            format!("unexpected checkpoint entry (tag {tag:?})"),
+                            format!("unexpected checkpoint entry ({})", e.name()),
                         ))
                     }
                 }

@@ -32,7 +32,29 @@
 //!
 //! Write number `seq` is `kv::demo_op(seed, seq, keys)`, so the demo can
 //! recompute every write from the seed it gave the writer.
+//!
+//! ## On etcd
+//!
+//! Every command also runs on a log in etcd instead of a directory:
+//! `--etcd ENDPOINTS --name LOG [--prefix P]` (build with `--features
+//! etcd`). `get` and `list` then read the log without claiming it (beside a
+//! running writer); `put`, `del` and `checkpoint` claim it, waiting up to
+//! 30 s for another owner's lease to lapse.
+//!
+//! ```text
+//! docker-compose up -d etcd
+//! cargo run --release --example kvstore --features etcd -- demo --etcd http://127.0.0.1:2379
+//! cargo run --release --example kvstore --features etcd -- list --etcd http://127.0.0.1:2379 --name kvstore
+//! ```
+//!
+//! There `demo` runs a primary and a standby process on one log, takes the
+//! primary down (SIGKILL, or SIGSTOP and later SIGCONT), and checks the
+//! standby's takeover and the old primary's fencing: see `etcd.rs`.
 
+#[cfg(feature = "etcd")]
+mod etcd;
+#[cfg(feature = "etcd")]
+mod follower;
 mod kv;
 
 use std::{
@@ -62,11 +84,15 @@ struct Cli {
 enum Cmd {
     /// Crash a writer with SIGKILL, recover, check that every acknowledged
     /// write is back; a few rounds on the same directory.
+    ///
+    /// With `--etcd`: a primary and a standby process share one etcd log;
+    /// the primary is SIGKILLed or paused (SIGSTOP), the standby takes over
+    /// once the lease lapses and checks every acknowledged write; a paused
+    /// primary is resumed and must be fenced.
     Demo {
-        /// The log directory (created if missing; an existing store is
-        /// continued).
-        #[arg(long)]
-        dir: PathBuf,
+        /// Where the log is (an existing store is continued).
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Kill/recover rounds.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
@@ -116,8 +142,21 @@ enum Cmd {
     /// The demo's writer process (internal).
     #[command(hide = true)]
     Serve {
+        #[command(flatten)]
+        backend: BackendArgs,
         #[arg(long)]
-        dir: PathBuf,
+        seed: u64,
+        #[arg(long)]
+        checkpoint_every: u64,
+        #[arg(long)]
+        keys: u64,
+    },
+    /// The etcd demo's standby process (internal): tails the log, waits
+    /// for the owner's lease to lapse, takes over and becomes the writer.
+    #[command(hide = true)]
+    Standby {
+        #[command(flatten)]
+        backend: BackendArgs,
         #[arg(long)]
         seed: u64,
         #[arg(long)]
@@ -127,11 +166,71 @@ enum Cmd {
     },
 }
 
-#[derive(Args)]
-struct StoreArgs {
+/// Where the log is: a directory, or a log on etcd.
+#[derive(Args, Clone)]
+struct BackendArgs {
+    #[command(flatten)]
+    at: BackendChoice,
+    /// etcd: the log's name; its keys are PREFIX NAME/... Default: kvstore.
+    #[arg(long, conflicts_with = "dir")]
+    name: Option<String>,
+    /// etcd: the key prefix of the log. Default: /wal/.
+    #[arg(long, conflicts_with = "dir")]
+    prefix: Option<String>,
+    /// etcd: the owner's lease TTL in whole seconds (at least 2): how long
+    /// a writer that stopped renewing it keeps the log. Default: 10 (3 for
+    /// `demo`).
+    #[arg(long, value_name = "SECS", conflicts_with = "dir")]
+    lease_ttl: Option<u64>,
+}
+
+#[derive(Args, Clone)]
+#[group(required = true, multiple = false)]
+struct BackendChoice {
     /// The log directory (created if missing).
     #[arg(long)]
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    /// etcd endpoints, comma-separated (e.g. http://127.0.0.1:2379); needs
+    /// a build with the `etcd` feature.
+    #[arg(long, value_name = "ENDPOINTS", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+}
+
+/// A log on etcd, as named on the command line.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+struct EtcdTarget {
+    endpoints: Vec<String>,
+    name: String,
+    prefix: String,
+    lease_ttl: Option<u64>,
+}
+
+/// The backend a command runs on.
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+enum Backend {
+    Dir(PathBuf),
+    Etcd(EtcdTarget),
+}
+
+impl BackendArgs {
+    fn backend(self) -> Backend {
+        match (self.at.dir, self.at.etcd) {
+            (Some(dir), _) => Backend::Dir(dir),
+            (None, endpoints) => Backend::Etcd(EtcdTarget {
+                endpoints: endpoints.unwrap_or_default(),
+                name: self.name.unwrap_or_else(|| "kvstore".into()),
+                prefix: self.prefix.unwrap_or_else(|| "/wal/".into()),
+                lease_ttl: self.lease_ttl,
+            }),
+        }
+    }
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Checkpoint the map once this many writes are in the log after the
     /// last checkpoint.
     #[arg(long, default_value_t = 100)]
@@ -158,29 +257,63 @@ fn runtime() -> Result<tokio::runtime::Runtime, BoxError> {
 fn run(cmd: Cmd) -> Result<ExitCode, BoxError> {
     match cmd {
         Cmd::Demo {
-            dir,
+            backend,
             rounds,
             checkpoint_every,
             keys,
             seed,
-        } => demo(&dir, rounds, checkpoint_every, keys, seed).map(|()| ExitCode::SUCCESS),
+        } => match backend.backend() {
+            Backend::Dir(dir) => {
+                demo(&dir, rounds, checkpoint_every, keys, seed).map(|()| ExitCode::SUCCESS)
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(target) => etcd::demo(&target, rounds, checkpoint_every, keys, seed)
+                .map(|()| ExitCode::SUCCESS),
+            #[cfg(not(feature = "etcd"))]
+            Backend::Etcd(_) => Err(no_etcd()),
+        },
         Cmd::Serve {
-            dir,
+            backend,
             seed,
             checkpoint_every,
             keys,
-        } => runtime()?
-            .block_on(serve(&dir, seed, checkpoint_every, keys))
-            .map(|()| ExitCode::SUCCESS),
+        } => match backend.backend() {
+            Backend::Dir(dir) => runtime()?
+                .block_on(serve(&dir, seed, checkpoint_every, keys))
+                .map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(target) => {
+                runtime()?.block_on(etcd::serve(&target, seed, checkpoint_every, keys))
+            }
+            #[cfg(not(feature = "etcd"))]
+            Backend::Etcd(_) => Err(no_etcd()),
+        },
+        Cmd::Standby {
+            backend,
+            seed,
+            checkpoint_every,
+            keys,
+        } => match backend.backend() {
+            Backend::Dir(_) => Err("standby runs on --etcd only".into()),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(target) => {
+                runtime()?.block_on(etcd::standby(&target, seed, checkpoint_every, keys))
+            }
+            #[cfg(not(feature = "etcd"))]
+            Backend::Etcd(_) => {
+                let _ = (seed, checkpoint_every, keys);
+                Err(no_etcd())
+            }
+        },
         Cmd::Put { store, key, value } => runtime()?.block_on(async {
-            let (mut kv, _) = KvStore::open_dir(&store.dir, store.checkpoint_every).await?;
+            let (mut kv, _) = open_kv(store.backend.backend(), store.checkpoint_every).await?;
             let (seq, lsn) = kv.apply(Op::Put { key, value }).await?;
             println!("ok: write #{seq}, durable at lsn {lsn}");
             report_checkpoints(kv.close().await?);
             Ok(ExitCode::SUCCESS)
         }),
         Cmd::Del { store, key } => runtime()?.block_on(async {
-            let (mut kv, _) = KvStore::open_dir(&store.dir, store.checkpoint_every).await?;
+            let (mut kv, _) = open_kv(store.backend.backend(), store.checkpoint_every).await?;
             let code = if kv.get(&key).is_some() {
                 let (seq, lsn) = kv.apply(Op::Del { key }).await?;
                 println!("ok: write #{seq}, durable at lsn {lsn}");
@@ -193,7 +326,7 @@ fn run(cmd: Cmd) -> Result<ExitCode, BoxError> {
             Ok(code)
         }),
         Cmd::Checkpoint { store } => runtime()?.block_on(async {
-            let (mut kv, report) = KvStore::open_dir(&store.dir, 0).await?;
+            let (mut kv, report) = open_kv(store.backend.backend(), 0).await?;
             eprintln!("{}", describe_recovery(&report));
             let cp = kv.checkpoint().await?;
             kv.close().await?;
@@ -201,35 +334,76 @@ fn run(cmd: Cmd) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }),
         Cmd::Get { store, key } => runtime()?.block_on(async {
-            let (kv, _) = KvStore::open_dir(&store.dir, 0).await?;
-            let code = match kv.get(&key) {
+            let found = match store.backend.backend() {
+                Backend::Dir(dir) => {
+                    let (kv, _) = KvStore::open_dir(&dir, 0).await?;
+                    let found = kv.get(&key).map(str::to_owned);
+                    kv.close().await?;
+                    found
+                }
+                // Read without claiming the log: works beside its writer.
+                #[cfg(feature = "etcd")]
+                Backend::Etcd(target) => etcd::read_state(&target).await?.state.map.remove(&key),
+                #[cfg(not(feature = "etcd"))]
+                Backend::Etcd(_) => return Err(no_etcd()),
+            };
+            match found {
                 Some(v) => {
                     println!("{v}");
-                    ExitCode::SUCCESS
+                    Ok(ExitCode::SUCCESS)
                 }
                 None => {
                     eprintln!("{key}: not found");
-                    ExitCode::FAILURE
+                    Ok(ExitCode::FAILURE)
                 }
-            };
-            kv.close().await?;
-            Ok(code)
+            }
         }),
         Cmd::List { store } => runtime()?.block_on(async {
-            let (kv, report) = KvStore::open_dir(&store.dir, 0).await?;
+            let (state, how) = match store.backend.backend() {
+                Backend::Dir(dir) => {
+                    let (kv, report) = KvStore::open_dir(&dir, 0).await?;
+                    let state = kv.state().clone();
+                    kv.close().await?;
+                    (state, describe_recovery(&report))
+                }
+                #[cfg(feature = "etcd")]
+                Backend::Etcd(target) => {
+                    let read = etcd::read_state(&target).await?;
+                    let how = read.describe();
+                    (read.state, how)
+                }
+                #[cfg(not(feature = "etcd"))]
+                Backend::Etcd(_) => return Err(no_etcd()),
+            };
             let mut out = std::io::stdout().lock();
-            for (k, v) in &kv.state().map {
+            for (k, v) in &state.map {
                 writeln!(out, "{k}\t{v}")?;
             }
-            eprintln!(
-                "{} keys after {} writes; {}",
-                kv.state().map.len(),
-                kv.state().seq,
-                describe_recovery(&report)
-            );
-            kv.close().await?;
+            eprintln!("{} keys after {} writes; {how}", state.map.len(), state.seq);
             Ok(ExitCode::SUCCESS)
         }),
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+fn no_etcd() -> BoxError {
+    "this kvstore was built without the etcd backend: run it with \
+     `cargo run --release --example kvstore --features etcd -- ...`"
+        .into()
+}
+
+/// Opens the store on either backend and recovers; on etcd it claims the
+/// log, waiting for a previous owner's lease to lapse.
+async fn open_kv(
+    backend: Backend,
+    checkpoint_every: u64,
+) -> Result<(KvStore, RecoveryReport), BoxError> {
+    match backend {
+        Backend::Dir(dir) => Ok(KvStore::open_dir(&dir, checkpoint_every).await?),
+        #[cfg(feature = "etcd")]
+        Backend::Etcd(target) => etcd::open_kv(&target, checkpoint_every).await,
+        #[cfg(not(feature = "etcd"))]
+        Backend::Etcd(_) => Err(no_etcd()),
     }
 }
 
@@ -259,20 +433,29 @@ async fn serve(dir: &Path, seed: u64, checkpoint_every: u64, keys: u64) -> Resul
     let mut out = std::io::stdout().lock();
     writeln!(out, "READY {} {}", kv.next_seq(), kv.state().map.len())?;
     out.flush()?;
+    drop(out);
     loop {
-        let seq = kv.next_seq();
-        let (acked, lsn) = kv.apply(demo_op(seed, seq, keys)).await?;
-        debug_assert_eq!(acked, seq);
-        writeln!(out, "ACK {seq} {lsn}")?;
-        for cp in kv.take_finished() {
-            writeln!(
-                out,
-                "CKPT {} {} {} {}",
-                cp.begin, cp.commit, cp.keys, cp.seq
-            )?;
-        }
-        out.flush()?;
+        write_one(&mut kv, seed, keys).await?;
     }
+}
+
+/// The writer's step: the next demo write, reported once it is durable
+/// (`ACK`), with the checkpoints that committed meanwhile (`CKPT`).
+async fn write_one(kv: &mut KvStore, seed: u64, keys: u64) -> Result<(), BoxError> {
+    let seq = kv.next_seq();
+    let (acked, lsn) = kv.apply(demo_op(seed, seq, keys)).await?;
+    debug_assert_eq!(acked, seq);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ACK {seq} {lsn}")?;
+    for cp in kv.take_finished() {
+        writeln!(
+            out,
+            "CKPT {} {} {} {}",
+            cp.begin, cp.commit, cp.keys, cp.seq
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 // ---- the demo ----
