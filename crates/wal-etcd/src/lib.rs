@@ -4,7 +4,11 @@
 //! backend on etcd (v3 API, etcd >= 3.4). Many processes may compete to be
 //! the single writer of a log; ownership moves between them safely, and a
 //! writer that lost it cannot land anything. [`EtcdReader`] reads and
-//! follows a log without owning it (a standby).
+//! follows a log without owning it (a standby). [`EtcdSession`] carries
+//! many logs of one process on one lease and one keep-alive
+//! ([`EtcdStore::with_session`]); [`OwnerFence`] fences the application's
+//! own txns with a log's ownership; [`list_logs`] lists the logs under a
+//! prefix.
 //!
 // Intra-doc targets of FORMAT.md's links. They come before the included
 // text, so they win over its own definitions (which serve readers of the
@@ -23,6 +27,8 @@
 //! [`EtcdReader::read_from`]: crate::EtcdReader::read_from
 //! [`EtcdReader::tail`]: crate::EtcdReader::tail
 //! [`FencingToken`]: crate::FencingToken
+//! [`OwnerFence::compare`]: crate::OwnerFence::compare
+//! [`EtcdSession`]: crate::EtcdSession
 //! [`space`]: crate::space()
 //! [`Error::Fenced`]: wal_core::Error::Fenced
 //! [`Error::Locked`]: wal_core::Error::Locked
@@ -55,19 +61,23 @@ pub mod fuzzing;
 mod golden_tests;
 mod keepalive;
 mod keys;
+mod list;
 mod options;
 mod owner;
 mod read;
 mod reader;
+mod session;
 mod space;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use etcd_client;
+pub use list::{list_logs, list_logs_with_client, LogSummary};
 pub use options::{Acquire, EtcdLimits, EtcdOptions};
-pub use owner::{FencingToken, OwnerInfo};
+pub use owner::{FencingToken, OwnerFence, OwnerInfo};
 pub use reader::{EtcdReader, KeyProblem, ScanReport};
+pub use session::EtcdSession;
 pub use space::{space, MemberSpace, SpaceReport};
 pub use store::EtcdStore;
 #[cfg(feature = "tls")]

@@ -212,6 +212,11 @@ impl EtcdOptions {
         }
     }
 
+    /// Sets [`name`](Self::name): the same options for another log.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
     /// Sets [`prefix`](Self::prefix).
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();

@@ -17,6 +17,14 @@
 //!    growing, jittered, and never past the deadline.
 //! 4. A claim whose outcome is unknown (timeout) revokes its lease: if the
 //!    claim landed, that deletes the owner key again.
+//!
+//! On an [`EtcdSession`] step 1 is skipped: the claim puts the owner key
+//! with the session's lease, a failed claim leaves the lease alone (other
+//! logs hang on it), and a claim whose outcome is unknown deletes the owner
+//! key instead, if it is attached to the session's lease (only this
+//! process could have put it there). The token is still the owner key's
+//! create revision: each claim of a log, even on the same lease, has its
+//! own.
 
 use std::{
     fmt,
@@ -30,7 +38,9 @@ use etcd_client::{
 use tracing::{debug, info};
 use wal_core::{Error, Result};
 
-use crate::{client::Etcd, keys::KeyLayout, Acquire, EtcdOptions};
+use crate::{
+    client::Etcd, keepalive::LeaseKind, keys::KeyLayout, session::EtcdSession, Acquire, EtcdOptions,
+};
 
 /// The create revision of the owner key when this writer claimed it. Every
 /// mutation compares the owner key's create revision against it; a writer
@@ -43,6 +53,78 @@ pub struct FencingToken(pub i64);
 impl fmt::Display for FencingToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+/// The fencing of one log's latest claim, for the application's own etcd
+/// txns: [`compare`](Self::compare) is the owner-key compare every
+/// mutation of the log carries, so a txn that includes it lands only while
+/// this claim owns the log (not after the lease is lost, the store closed,
+/// or another writer took over).
+///
+/// Take it from the store before handing the store to the Wal
+/// ([`EtcdStore::fence`](crate::EtcdStore::fence)); it follows the store's
+/// claims (a reopen claims anew). Before the first claim it yields `None`.
+/// After the claim ends it keeps yielding the old compare, which etcd then
+/// fails: a guarded txn never silently runs unguarded.
+///
+/// ```no_run
+/// use wal_core::{Wal, WalOptions};
+/// use wal_etcd::{etcd_client::{Client, Txn, TxnOp}, EtcdOptions, EtcdStore};
+///
+/// # async fn run(mut client: Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let store = EtcdStore::new(EtcdOptions::new(["http://127.0.0.1:2379"], "orders"));
+/// let fence = store.fence();
+/// let (wal, _recovery) = Wal::open(store, WalOptions::default()).await?;
+/// let guard = fence.compare().ok_or("not claimed")?;
+/// let txn = Txn::new()
+///     .when([guard])
+///     .and_then([TxnOp::put("/app/orders/leader", "me", None)]);
+/// let landed = client.txn(txn).await?.succeeded(); // false once fenced
+/// # drop((wal, landed));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct OwnerFence {
+    claim: std::sync::Arc<std::sync::Mutex<Option<ClaimedKey>>>,
+}
+
+/// The owner key and the token of a claim.
+type ClaimedKey = (Vec<u8>, FencingToken);
+
+impl OwnerFence {
+    /// `create_revision(owner key) == token` of the latest claim, or `None`
+    /// if the store never claimed its log.
+    pub fn compare(&self) -> Option<Compare> {
+        let claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
+        claim
+            .as_ref()
+            .map(|(key, token)| Compare::create_revision(key.clone(), CompareOp::Equal, token.0))
+    }
+
+    /// The latest claim's fencing token.
+    pub fn token(&self) -> Option<FencingToken> {
+        let claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
+        claim.as_ref().map(|(_, t)| *t)
+    }
+
+    /// The owner key of the log, once claimed.
+    pub fn owner_key(&self) -> Option<Vec<u8>> {
+        let claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
+        claim.as_ref().map(|(k, _)| k.clone())
+    }
+
+    pub(crate) fn set(&self, keys: &KeyLayout, token: FencingToken) {
+        *self.claim.lock().unwrap_or_else(|p| p.into_inner()) = Some((keys.owner(), token));
+    }
+}
+
+impl fmt::Debug for OwnerFence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnerFence")
+            .field("token", &self.token())
+            .finish()
     }
 }
 
@@ -80,9 +162,9 @@ impl fmt::Display for OwnerInfo {
 /// A successful claim.
 pub(crate) struct Claim {
     pub token: FencingToken,
-    pub lease: i64,
-    /// When the grant was sent: the lease lives at least TTL from here.
-    pub granted_at: Instant,
+    /// The store's own lease (with when its grant was sent: it lives at
+    /// least a TTL from there), or the session's.
+    pub lease: LeaseKind,
 }
 
 /// The compare every mutation carries.
@@ -152,8 +234,17 @@ impl RetryPause {
 /// Claims the log, per [`EtcdOptions::acquire`]. In wait mode, transient
 /// failures (etcd unreachable) are retried, after a [`RetryPause`], until
 /// the deadline.
-pub(crate) async fn acquire(etcd: &Etcd, keys: &KeyLayout, options: &EtcdOptions) -> Result<Claim> {
-    let ttl = options.ttl_secs()?;
+pub(crate) async fn acquire(
+    etcd: &Etcd,
+    keys: &KeyLayout,
+    options: &EtcdOptions,
+    session: Option<&EtcdSession>,
+) -> Result<Claim> {
+    // On a session the lease (and its TTL) is the session's.
+    let ttl = match session {
+        Some(_) => 0,
+        None => options.ttl_secs()?,
+    };
     let deadline = match options.acquire {
         Acquire::FailFast => None,
         Acquire::Wait(d) => Some(Instant::now() + d),
@@ -165,7 +256,7 @@ pub(crate) async fn acquire(etcd: &Etcd, keys: &KeyLayout, options: &EtcdOptions
         _ => None,
     };
     loop {
-        let (holder, revision) = match try_claim(etcd, keys, options, ttl).await {
+        let (holder, revision) = match try_claim(etcd, keys, options, ttl, session).await {
             Ok(Attempt::Claimed(c)) => return Ok(c),
             Ok(Attempt::Held { holder, revision }) => (holder, revision),
             Err(e) => match retry(&mut pause, &e) {
@@ -208,9 +299,18 @@ async fn try_claim(
     keys: &KeyLayout,
     options: &EtcdOptions,
     ttl: i64,
+    session: Option<&EtcdSession>,
 ) -> Result<Attempt> {
     let granted_at = Instant::now();
-    let lease = etcd.grant(ttl).await?;
+    let lease = match session {
+        Some(s) => {
+            if let Some(lost) = s.lost() {
+                return Err(lost);
+            }
+            s.lease_id()
+        }
+        None => etcd.grant(ttl).await?,
+    };
     let owner = keys.owner();
     let txn = Txn::new()
         .when([Compare::create_revision(owner.clone(), CompareOp::Equal, 0)])
@@ -219,12 +319,35 @@ async fn try_claim(
             options.writer_id.as_bytes().to_vec(),
             Some(PutOptions::new().with_lease(lease)),
         )])
-        .or_else([TxnOp::get(owner, None)]);
+        .or_else([TxnOp::get(owner.clone(), None)]);
     let resp = match etcd.txn("claim ownership", txn).await {
         Ok(r) => r,
         Err(f) => {
-            // If the claim landed, revoking its lease deletes the key again.
-            let _ = etcd.revoke(lease).await;
+            match session {
+                // If the claim landed, revoking its lease deletes the key again.
+                None => {
+                    let _ = etcd.revoke(lease).await;
+                }
+                Some(s) => {
+                    if f.error.to_string().contains("requested lease not found") {
+                        return Err(Error::Fenced {
+                            reason: format!("the session's lease {lease:x} expired or was revoked"),
+                        });
+                    }
+                    if !f.outcome_known {
+                        // If the claim landed, the key is on the session's
+                        // lease: delete it again (the lease stays).
+                        let undo = Txn::new()
+                            .when([Compare::lease(
+                                owner.clone(),
+                                CompareOp::Equal,
+                                s.lease_id(),
+                            )])
+                            .and_then([TxnOp::delete(owner, None)]);
+                        let _ = etcd.txn("undo claim", undo).await;
+                    }
+                }
+            }
             return Err(f.error);
         }
     };
@@ -235,15 +358,23 @@ async fn try_claim(
             writer = %options.writer_id,
             token = revision,
             lease = format_args!("{lease:x}"),
+            shared = session.is_some(),
             "claimed ownership"
         );
         return Ok(Attempt::Claimed(Claim {
             token: FencingToken(revision),
-            lease,
-            granted_at,
+            lease: match session {
+                Some(s) => LeaseKind::Shared(s.clone()),
+                None => LeaseKind::Own {
+                    id: lease,
+                    granted_at,
+                },
+            },
         }));
     }
-    let _ = etcd.revoke(lease).await;
+    if session.is_none() {
+        let _ = etcd.revoke(lease).await;
+    }
     let holder = owner_from_txn(&resp)
         .map(|o| o.to_string())
         .unwrap_or_else(|| "an unknown writer".into());

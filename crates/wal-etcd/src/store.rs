@@ -25,8 +25,10 @@ use crate::{
     keepalive::OwnerLease,
     keys::{self, decode_head, encode_head, Descriptor, KeyLayout, PackBuilder, RecordValue},
     options::{EtcdLimits, OP_OVERHEAD},
-    owner::{self, owner_compare, owner_from_txn, FencingToken},
-    read, EtcdOptions,
+    owner::{self, owner_compare, owner_from_txn, FencingToken, OwnerFence},
+    read,
+    session::EtcdSession,
+    EtcdOptions,
 };
 
 /// A write-ahead log stored in etcd, owned by one writer at a time.
@@ -53,6 +55,9 @@ use crate::{
 pub struct EtcdStore {
     options: EtcdOptions,
     client: Option<Client>,
+    /// The session whose lease the owner key is claimed with, if any.
+    session: Option<EtcdSession>,
+    fence: OwnerFence,
     etcd: Option<Etcd>,
     owned: Option<Owned>,
     /// Why ownership was given up after a failed mutation, until the next
@@ -181,6 +186,8 @@ impl EtcdStore {
         EtcdStore {
             options,
             client: None,
+            session: None,
+            fence: OwnerFence::default(),
             etcd: None,
             owned: None,
             abandoned: None,
@@ -193,10 +200,56 @@ impl EtcdStore {
         EtcdStore {
             options,
             client: Some(client),
+            session: None,
+            fence: OwnerFence::default(),
             etcd: None,
             owned: None,
             abandoned: None,
         }
+    }
+
+    /// A store for the log `options.name` that claims it with `session`'s
+    /// lease instead of granting one of its own, over the session's client
+    /// (`options.endpoints`, credentials, TLS and `lease_ttl` are ignored:
+    /// the session's apply). The log is still claimed and fenced on its own
+    /// (its own owner key and [`FencingToken`]); closing the store deletes
+    /// its owner key and leaves the session alone; losing the session
+    /// fences this store (see [`EtcdSession`]).
+    pub fn with_session(session: EtcdSession, options: EtcdOptions) -> EtcdStore {
+        EtcdStore {
+            options,
+            client: None,
+            session: Some(session),
+            fence: OwnerFence::default(),
+            etcd: None,
+            owned: None,
+            abandoned: None,
+        }
+    }
+
+    /// The session this store claims its log with, if any.
+    pub fn session(&self) -> Option<&EtcdSession> {
+        self.session.as_ref()
+    }
+
+    /// The fencing of this store's claims, for the application's own txns
+    /// (see [`OwnerFence`]); a handle that outlives the store being moved
+    /// into a [`Wal`](wal_core::Wal).
+    pub fn fence(&self) -> OwnerFence {
+        self.fence.clone()
+    }
+
+    /// The owner-key compare of the current claim (`None` before open):
+    /// `self.fence().compare()`.
+    pub fn fence_compare(&self) -> Option<Compare> {
+        self.fence.compare()
+    }
+
+    /// The lease TTL in force: the session's, or the options'.
+    fn lease_ttl(&self) -> Duration {
+        self.session
+            .as_ref()
+            .map_or(self.options.lease_ttl, |s| s.ttl())
     }
 
     /// The options.
@@ -237,9 +290,10 @@ impl EtcdStore {
         if let Some(e) = &self.etcd {
             return Ok(e.clone());
         }
-        let etcd = match &self.client {
-            Some(c) => Etcd::from_client(c.clone(), self.options.request_timeout),
-            None => Etcd::connect(&self.options).await?,
+        let etcd = match (&self.session, &self.client) {
+            (Some(s), _) => s.etcd().clone(),
+            (None, Some(c)) => Etcd::from_client(c.clone(), self.options.request_timeout),
+            (None, None) => Etcd::connect(&self.options).await?,
         };
         self.etcd = Some(etcd.clone());
         Ok(etcd)
@@ -419,7 +473,7 @@ impl EtcdStore {
     /// apply, and keeps trying to read back an unknown outcome: one lease
     /// TTL (past it the lease is likely lost anyway).
     fn deadline(&self) -> Instant {
-        Instant::now() + self.options.lease_ttl
+        Instant::now() + self.lease_ttl()
     }
 
     /// Sends `txn`, again and again while etcd certainly did not apply it
@@ -597,13 +651,22 @@ impl WalStore for EtcdStore {
         if self.owned.is_some() {
             return Err(Error::InvalidArgument("the store is already open".into()));
         }
-        self.options.validate()?;
-        if self.options.request_timeout >= self.options.lease_ttl {
+        match &self.session {
+            None => self.options.validate()?,
+            // The session's client and lease: endpoints and TTL are its.
+            Some(_) => {
+                if self.options.writer_id.is_empty() {
+                    return Err(Error::InvalidArgument("empty writer_id".into()));
+                }
+            }
+        }
+        let ttl = self.lease_ttl();
+        if self.options.request_timeout >= ttl {
             // One unanswered request would outlive the lease: the writer
             // could not even learn an outcome while it still owns the log.
             return Err(Error::InvalidArgument(format!(
                 "request_timeout {:?} must be shorter than lease_ttl {:?}",
-                self.options.request_timeout, self.options.lease_ttl
+                self.options.request_timeout, ttl
             )));
         }
         let keys = KeyLayout::new(&self.options.prefix, &self.options.name)?;
@@ -611,15 +674,9 @@ impl WalStore for EtcdStore {
             .limits
             .validate(keys.chunk(Lsn::MAX, u32::MAX).len())?;
         let etcd = self.connect().await?;
-        let claim = owner::acquire(&etcd, &keys, &self.options).await?;
-        let lease = OwnerLease::start(
-            etcd.clone(),
-            &keys,
-            claim.token,
-            claim.lease,
-            self.options.lease_ttl,
-            claim.granted_at,
-        );
+        let claim = owner::acquire(&etcd, &keys, &self.options, self.session.as_ref()).await?;
+        let lease = OwnerLease::start(etcd.clone(), &keys, claim.token, claim.lease, ttl);
+        self.fence.set(&keys, claim.token);
         match self.recover(&etcd, &keys, claim.token).await {
             Ok((head, head_rev, state)) => {
                 debug!(log = keys.base(), %head, ?state, token = %claim.token, "opened");

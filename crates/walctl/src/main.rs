@@ -9,10 +9,13 @@
 //! walctl --dir DIR verify                  full scan; exit 0 clean, 3 torn tail, 4 corrupt
 //! walctl --dir DIR repair [--yes]          dry run by default
 //! walctl --dir DIR tail [-n N] [-f]        follow new entries (polls, no lock)
+//! walctl --dir PARENT list                 the log directories under PARENT
+//! walctl --endpoints URLS [--prefix P] list   the logs under P: head, keys, owner
 //! walctl bench fs --writers N --size B --count N [--compare]
 //! walctl bench recovery --recovery-bytes 256MiB
 //! walctl --endpoints URLS --name N inspect|dump|verify|tail     the same on etcd
 //! walctl --endpoints URLS bench etcd --writers N [--compare]
+//! walctl --endpoints URLS bench etcd-session --logs N [--seconds S]
 //! ```
 //!
 //! Every command prints human-readable text by default and JSON with
@@ -79,6 +82,8 @@ enum Command {
     Repair(cmd::repair::Args),
     /// Print the last entries, and with -f follow new ones.
     Tail(cmd::tail::Args),
+    /// The logs under an etcd prefix, or the log directories under --dir.
+    List(cmd::list::Args),
     /// Benchmarks (DESIGN §9), with peers measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(&cli.target, cli.json, &a),
         Command::Repair(a) => cmd::repair::run(&cli.target, cli.json, &a),
         Command::Tail(a) => cmd::tail::run(&cli.target, cli.json, &a),
+        Command::List(a) => cmd::list::run(&cli.target, cli.json, &a),
         Command::Bench(b) => bench::run(&cli.target, cli.json, b),
     };
     match result {

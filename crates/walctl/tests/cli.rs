@@ -651,3 +651,39 @@ fn help_does_not_print_env_values() {
         );
     }
 }
+
+/// `list --dir PARENT` finds the log directories under PARENT (not other
+/// directories or files), with each log's first and last Lsn, segment count
+/// and size, as a table and as JSON.
+#[test]
+fn list_finds_the_log_directories_under_a_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parent = tmp.path();
+    write_data(&parent.join("alpha"), 5, FsOptions::default());
+    write_data(&parent.join("beta"), 12, FsOptions::default());
+    std::fs::create_dir(parent.join("not-a-log")).unwrap();
+    std::fs::write(parent.join("stray.txt"), b"x").unwrap();
+
+    let o = run(&["--dir", d(parent), "--json", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["backend"], "fs");
+    let logs = v["logs"].as_array().unwrap();
+    let names: Vec<&str> = logs.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    for (l, last) in logs.iter().zip([5, 12]) {
+        assert_eq!(l["first_lsn"], 1, "{l}");
+        assert_eq!(l["last_lsn"], last, "{l}");
+        assert!(l["segments"].as_u64().unwrap() >= 1, "{l}");
+        assert!(l["bytes"].as_u64().unwrap() > 0, "{l}");
+        assert_eq!(l["clean"], true, "{l}");
+    }
+
+    let o = run(&["--dir", d(parent), "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("2 log(s) under"), "{text}");
+    let beta = text.lines().find(|l| l.starts_with("beta")).expect(&text);
+    assert!(beta.contains(" 12 ") && beta.contains("clean"), "{beta}");
+    assert!(!text.contains("not-a-log"), "{text}");
+}

@@ -533,3 +533,85 @@ async fn tls_failures_are_named_promptly() {
         assert!(!err.contains("PRIVATE KEY"), "{err}");
     }
 }
+
+/// `list --prefix P` on etcd: three logs on one `EtcdSession` and one on a
+/// lease of its own, one of the session's then closed: every log is listed
+/// with its head, key count and owner, the session's owners name one lease
+/// and count the logs on it, the closed log has no owner; and keys of other
+/// prefixes are not listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_shows_every_log_under_a_prefix_with_head_and_owner() {
+    use wal_etcd::EtcdSession;
+    let log = Log::new("list").await;
+    let opts = |name: &str| log.options().name(name).writer_id(format!("w-{name}"));
+    let session = EtcdSession::connect(&log.options()).await.unwrap();
+    let mut wals = Vec::new();
+    for (name, n) in [("alpha", 3u64), ("beta", 5), ("gamma", 1)] {
+        let (wal, _) = Wal::open(
+            EtcdStore::with_session(session.clone(), opts(name)),
+            WalOptions::default(),
+        )
+        .await
+        .unwrap();
+        for i in 0..n {
+            wal.append(format!("{name}-{i}")).await.unwrap();
+        }
+        wals.push(wal);
+    }
+    wals[2].close().await.unwrap();
+    let (solo, _) = Wal::open(EtcdStore::new(opts("solo")), WalOptions::default())
+        .await
+        .unwrap();
+    solo.append("x").await.unwrap();
+    // Another prefix's log is not listed.
+    let other = support::options(&log.endpoints, &format!("{}other/", log.prefix), "z");
+    let (z, _) = Wal::open(EtcdStore::new(other), WalOptions::default())
+        .await
+        .unwrap();
+    z.append("z").await.unwrap();
+
+    let o = log.walctl(&["--json", "list"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["backend"], "etcd");
+    let logs = v["logs"].as_array().unwrap();
+    let by_name: BTreeMap<&str, &Value> = logs
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l))
+        .collect();
+    assert_eq!(
+        by_name.keys().copied().collect::<Vec<_>>(),
+        ["alpha", "beta", "gamma", "solo"],
+        "{v}"
+    );
+    for (name, head) in [("alpha", 3), ("beta", 5), ("gamma", 1), ("solo", 1)] {
+        assert_eq!(by_name[name]["head"], head, "{name}: {v}");
+        // head + owner (if owned) + at least one record key.
+        assert!(by_name[name]["keys"].as_u64().unwrap() >= 2, "{name}: {v}");
+    }
+    let lease = session.lease_id();
+    for name in ["alpha", "beta"] {
+        let owner = &by_name[name]["owner"];
+        assert_eq!(owner["writer_id"], format!("w-{name}"), "{v}");
+        assert_eq!(owner["lease_id"], lease, "{v}");
+        assert_eq!(owner["logs_on_lease"], 2, "{v}");
+    }
+    assert!(by_name["gamma"]["owner"].is_null(), "closed: no owner: {v}");
+    assert_eq!(by_name["solo"]["owner"]["logs_on_lease"], 1, "{v}");
+    assert_ne!(by_name["solo"]["owner"]["lease_id"], lease, "{v}");
+
+    let o = log.walctl(&["list"]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("4 log(s) under"), "{text}");
+    let a = text.lines().find(|l| l.starts_with("alpha ")).expect(&text);
+    assert!(
+        a.contains("w-alpha") && a.contains("2 logs on this lease"),
+        "{a}"
+    );
+
+    for w in [&wals[0], &wals[1], &solo, &z] {
+        w.close().await.unwrap();
+    }
+    session.close().await.unwrap();
+}

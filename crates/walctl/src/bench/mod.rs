@@ -9,6 +9,8 @@
 //! - `bench etcd`: N tasks append to one Wal on etcd, each append awaited
 //!   until committed; `--compare` also runs N etcd clients doing raw single
 //!   puts against the same etcd (see [`etcd`]).
+//! - `bench etcd-session`: many logs on one `EtcdSession` against as many
+//!   independent stores (see [`etcd_session`]).
 //! - `bench recovery`: writes a log, then times `Wal::open` plus draining the
 //!   recovery stream against a raw sequential read of the same files, and
 //!   reports the peak RSS of the recovery phase.
@@ -18,6 +20,7 @@
 
 mod batches;
 mod etcd;
+mod etcd_session;
 mod fs;
 mod okaywal_peer;
 mod raw;
@@ -40,6 +43,9 @@ pub enum BenchCommand {
     Recovery(recovery::Args),
     /// Append throughput on etcd (--endpoints), against raw single puts.
     Etcd(etcd::Args),
+    /// Many logs on one EtcdSession against as many independent stores:
+    /// leases, keep-alive traffic, total append rate.
+    EtcdSession(etcd_session::Args),
 }
 
 /// Runs a benchmark.
@@ -48,6 +54,7 @@ pub fn run(target: &TargetArgs, json: bool, cmd: BenchCommand) -> Result<u8> {
         BenchCommand::Fs(a) => fs::run(&work_dir(target)?, json, &a),
         BenchCommand::Recovery(a) => recovery::run(&work_dir(target)?, json, &a),
         BenchCommand::Etcd(a) => etcd::run(target, json, &a),
+        BenchCommand::EtcdSession(a) => etcd_session::run(target, json, &a),
     }
 }
 
