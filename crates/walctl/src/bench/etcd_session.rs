@@ -48,6 +48,24 @@ pub struct Args {
     /// Lease TTL, whole seconds (keep-alives go every TTL/3).
     #[arg(long, default_value_t = 10)]
     pub ttl: u64,
+    /// Run the independent stores first (default: the session first), to
+    /// see whether the order matters on a busy machine.
+    #[arg(long)]
+    pub independent_first: bool,
+    /// The independent stores' connections: `shared` (one client for all,
+    /// like the session's) or `per-store` (each store connects its own
+    /// client, as `EtcdStore::new` does).
+    #[arg(long, value_enum, default_value_t = Clients::Shared)]
+    pub independent_clients: Clients,
+}
+
+/// How the independent stores connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Clients {
+    /// One client (one connection) for every store.
+    Shared,
+    /// A client of its own per store.
+    PerStore,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +83,8 @@ struct KeepAlives {
 #[derive(Debug, Serialize)]
 struct SystemResult {
     system: &'static str,
+    /// How the stores connect: one client for all, or one per store.
+    clients: &'static str,
     logs: usize,
     /// etcd_debugging_lease_granted_total during the open phase (null if
     /// the metrics could not be read).
@@ -84,6 +104,9 @@ struct Output {
     logs: usize,
     entry_bytes: u64,
     lease_ttl_seconds: u64,
+    /// The machine's 1-minute load average when the run started (2 cores
+    /// shared with other work make the append rates noisy).
+    load_average_1m: Option<f64>,
     systems: Vec<SystemResult>,
     /// session appends/s divided by independent appends/s.
     append_rate_ratio: f64,
@@ -121,6 +144,9 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
         .first()
         .filter(|e| e.starts_with("http://"))
         .map(|e| format!("{}/metrics", e.trim_end_matches('/')));
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,7 +156,12 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
             .await
             .context("connecting to etcd")?;
         let mut systems = Vec::new();
-        for system in ["session", "independent"] {
+        let order = if args.independent_first {
+            ["independent", "session"]
+        } else {
+            ["session", "independent"]
+        };
+        for system in order {
             let r = run_system(system, &client, &base, metrics.as_deref(), args).await?;
             systems.push(r);
         }
@@ -167,6 +198,7 @@ pub fn run(target: &TargetArgs, json: bool, args: &Args) -> Result<u8> {
         logs: args.logs,
         entry_bytes: args.size,
         lease_ttl_seconds: args.ttl,
+        load_average_1m: load,
         append_rate_ratio: rate("session") / rate("independent").max(1e-9),
         systems,
     };
@@ -298,6 +330,7 @@ async fn run_system(
         let options = base.clone().name(format!("{system}-{i:04}"));
         let store = match &session {
             Some(s) => EtcdStore::with_session(s.clone(), options),
+            None if args.independent_clients == Clients::PerStore => EtcdStore::new(options),
             None => EtcdStore::with_client(client.clone(), options),
         };
         opening.push(tokio::spawn(Wal::open(store, WalOptions::default())));
@@ -329,13 +362,19 @@ async fn run_system(
     let deadline = start + Duration::from_secs_f64(args.seconds);
     let tasks: Vec<_> = wals
         .iter()
-        .map(|wal| {
+        .enumerate()
+        .map(|(i, wal)| {
             let (wal, payload) = (wal.clone(), payload.clone());
             tokio::spawn(async move {
                 let mut h = stats::histogram()?;
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    wal.append(payload.clone()).await.context("append")?;
+                    wal.append(payload.clone()).await.with_context(|| {
+                        format!(
+                            "{system}: append to log {i} after {:.1} s of appends",
+                            start.elapsed().as_secs_f64()
+                        )
+                    })?;
                     stats::record(&mut h, t.elapsed());
                 }
                 anyhow::Ok(h)
@@ -373,6 +412,10 @@ async fn run_system(
     };
     Ok(SystemResult {
         system,
+        clients: match (system, args.independent_clients) {
+            ("independent", Clients::PerStore) => "one client per store",
+            _ => "one shared client",
+        },
         logs: args.logs,
         leases_granted: before_open
             .zip(after_open)
