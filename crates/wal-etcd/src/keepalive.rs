@@ -291,8 +291,24 @@ impl Renewer {
         }
     }
 
-    /// Sends one keep-alive and waits for its answer.
+    /// Sends one keep-alive and waits for its answer; with the `metrics`
+    /// feature, counts it in `wal_etcd_lease_renewals_total{result}`.
     pub(crate) async fn renew(&mut self, wait: Duration) -> Renewal {
+        let r = self.renew_once(wait).await;
+        #[cfg(feature = "metrics")]
+        metrics::counter!(
+            "wal_etcd_lease_renewals_total",
+            "result" => match &r {
+                Renewal::Renewed => "renewed",
+                Renewal::Failed(_) => "failed",
+                Renewal::Lost(_) => "lost",
+            }
+        )
+        .increment(1);
+        r
+    }
+
+    async fn renew_once(&mut self, wait: Duration) -> Renewal {
         let sent_at = Instant::now();
         if self.stream.is_none() {
             let mut lease = self.etcd.client.lease_client();
@@ -519,6 +535,8 @@ impl Keeper {
 
     fn fail_with(&self, e: Error) {
         warn!(lease = self.id, token = %self.token, error = %e, "ownership lost");
+        #[cfg(feature = "metrics")]
+        metrics::counter!("wal_etcd_ownership_losses_total").increment(1);
         self.tx.send_replace(Some(e));
     }
 }
