@@ -8,19 +8,11 @@
 mod recorder;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use recorder::counter;
+use recorder::{counter, until};
 use wal_core::{Error, Wal, WalOptions};
 use wal_etcd::EtcdStore;
-
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewals_and_a_lost_lease_are_counted() {
@@ -38,7 +30,7 @@ async fn renewals_and_a_lost_lease_are_counted() {
     .unwrap();
     wal.append("x").await.unwrap();
     // A 2 s TTL renews about every 0.7 s.
-    until("two renewals", || {
+    until("two renewals", Duration::from_secs(20), || {
         counter("wal_etcd_lease_renewals_total", &[("result", "renewed")]) >= 2
     })
     .await;
@@ -48,7 +40,7 @@ async fn renewals_and_a_lost_lease_are_counted() {
         .await
         .expect("the Wal saw the revoked lease");
     assert!(failed.is_fenced(), "{failed:?}");
-    until("the ownership loss", || {
+    until("the ownership loss", Duration::from_secs(20), || {
         counter("wal_etcd_ownership_losses_total", &[]) == 1
     })
     .await;

@@ -7,20 +7,11 @@
 #[path = "../../wal-core/tests/support/recorder.rs"]
 mod recorder;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use recorder::{counter, histogram};
+use recorder::{counter, histogram, until};
 use wal_core::{Wal, WalOptions};
 use wal_fs::{FsOptions, FsStore, SyncMode};
-
-/// Waits (with a deadline) until `cond` holds.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within 10 s");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotations_and_background_syncs_are_counted() {
@@ -41,7 +32,10 @@ async fn rotations_and_background_syncs_are_counted() {
         wal.append(vec![1u8; 250]).await.unwrap(); // 10 KB: a sync every 4
     }
     let last = wal.last_lsn().unwrap();
-    until("the last byte-budget sync", || wal.durable_lsn() >= last).await;
+    until("the last byte-budget sync", Duration::from_secs(10), || {
+        wal.durable_lsn() >= last
+    })
+    .await;
     assert_eq!(
         counter("wal_syncs_total", &[("wal", "bytes"), ("trigger", "bytes")]),
         10
@@ -71,7 +65,10 @@ async fn rotations_and_background_syncs_are_counted() {
     .await
     .unwrap();
     let lsn = wal.append("x").await.unwrap();
-    until("the interval sync", || wal.durable_lsn() >= lsn).await;
+    until("the interval sync", Duration::from_secs(10), || {
+        wal.durable_lsn() >= lsn
+    })
+    .await;
     assert_eq!(
         counter(
             "wal_syncs_total",

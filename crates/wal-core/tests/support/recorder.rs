@@ -116,3 +116,16 @@ pub fn gauge(name: &str, labels: &[(&str, &str)]) -> f64 {
         other => panic!("{name}: expected one gauge, got {other:?}"),
     }
 }
+
+/// Waits, polling every few milliseconds, until `cond` holds; fails the
+/// test naming `what` if it does not within `within`.
+pub async fn until(what: &str, within: std::time::Duration, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
